@@ -1,0 +1,93 @@
+"""TorchServe handler: image bytes -> top-2 classes and embedding statistics.
+
+TorchServe requires this module to define exactly one class: helpers live in
+``handlers.requests``.
+
+Each request in a batch is decoded and validated on its own: a bad item gets
+its own 4xx status and JSON error (``context.set_response_status(code, msg, idx)``)
+while the rest of the batch is served. The heavy lifting lives in pure modules:
+``handlers.preprocessing``, ``handlers.postprocessing`` and ``handlers.backends``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from ts.torch_handler.base_handler import BaseHandler
+
+from handlers.backends import load_backend, select_device
+from handlers.postprocessing import embedding_stats, error_body, top_k_predictions
+from handlers.preprocessing import CropBox, ImageDecodeError, PreprocessConfig, preprocess_bytes
+from handlers.requests import HandlerSettings, RequestError, extract_image, parse_seed
+
+logger = logging.getLogger(__name__)
+
+class ClassifierHandler(BaseHandler):
+    def initialize(self, context) -> None:
+        props = context.system_properties
+        model_dir = Path(props["model_dir"])
+        self.settings = HandlerSettings.from_model_config(context.model_yaml_config, os.cpu_count() or 1)
+        torch.set_num_threads(self.settings.threads)
+        self.device = select_device(props.get("gpu_id"), torch.cuda.is_available())
+        metadata = json.loads((model_dir / "metadata.json").read_text())
+        self.preprocess_config = PreprocessConfig.from_dict(
+            {**metadata["preprocessing"], "max_image_pixels": self.settings.max_image_pixels})
+        names = json.loads((model_dir / "index_to_name.json").read_text())
+        self.labels = {int(k): v for k, v in names.items()}
+        self.backend = load_backend(self.settings.backend, model_dir, self.device)
+        # One warm-up pass so the first client does not pay for lazy initialisation.
+        size = self.preprocess_config.input_size
+        self.backend(torch.zeros(1, 3, size, size))
+        logger.info("classifier ready: backend=%s device=%s threads=%d crop_mode=%s",
+                    self.settings.backend, self.device, self.settings.threads, self.settings.crop_mode)
+        self.initialized = True
+
+    def preprocess(self, data: list[Mapping[str, Any]]) -> list[tuple[torch.Tensor, dict] | RequestError]:
+        return [self._prepare(request) for request in data]
+
+    def _prepare(self, request: Mapping[str, Any]) -> tuple[torch.Tensor, dict] | RequestError:
+        try:
+            image = extract_image(request)
+            seed = parse_seed(request.get("seed"))
+            mode = self.settings.crop_mode
+            if mode == "random" and seed is None:
+                seed = random.getrandbits(63)  # reported back, so any answer can be reproduced
+            tensor, box = preprocess_bytes(image, self.preprocess_config, mode, seed if mode == "random" else None)
+        except RequestError as exc:
+            return exc
+        except ImageDecodeError as exc:
+            return RequestError(str(exc))
+        return tensor, crop_info(mode, seed if mode == "random" else None, box)
+
+    def inference(self, items: list, *args, **kwargs) -> tuple[list, torch.Tensor | None, torch.Tensor | None]:
+        tensors = [item[0] for item in items if not isinstance(item, RequestError)]
+        if not tensors:
+            return items, None, None
+        logits, embedding = self.backend(torch.stack(tensors))
+        return items, logits, embedding
+
+    def postprocess(self, outputs) -> list[bytes]:
+        items, logits, embedding = outputs
+        predictions = top_k_predictions(logits, self.labels, self.settings.topk) if logits is not None else []
+        stats = embedding_stats(embedding) if embedding is not None else []
+        responses, row = [], 0
+        for idx, item in enumerate(items):
+            self.context.set_response_content_type(idx, "application/json")
+            if isinstance(item, RequestError):
+                self.context.set_response_status(item.code, str(item), idx)
+                responses.append(error_body(str(item), item.code))
+                continue
+            body = {"predictions": predictions[row], "embedding": stats[row], "crop": item[1]}
+            responses.append(json.dumps(body).encode())
+            row += 1
+        return responses
+
+
+def crop_info(mode: str, seed: int | None, box: CropBox) -> dict:
+    return {"mode": mode, "seed": seed, "box": box.as_list()}

@@ -1,0 +1,59 @@
+"""Turn model outputs into the response contract. Pure functions shared by the handler and clients.
+
+Response for one image::
+
+    {"predictions": [{"label": str, "index": int, "probability": float}, ...],   # top-k, sorted
+     "embedding": {"mean": float, "variance": float, "dim": int},
+     "crop": {"mode": "random" | "center", "seed": int | None, "box": [left, top, right, bottom]}}
+
+``variance`` is the population variance (divide by ``dim``, not ``dim - 1``) over
+the embedding's dimensions.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Mapping, Sequence
+
+import torch
+
+
+def top_k_predictions(logits: torch.Tensor, labels: Mapping[int, str] | Sequence[str], k: int = 2) -> list[list[dict[str, Any]]]:
+    """Softmax over classes, then the ``k`` most probable per row, most probable first.
+
+    Args:
+        logits: ``(N, C)`` raw scores.
+        labels: class index -> name. Missing names fall back to the index as a string.
+        k: how many to keep; capped at ``C``.
+
+    Returns:
+        One list of ``{"label", "index", "probability"}`` dicts per row.
+    """
+    probs = torch.softmax(logits.float(), dim=1)
+    values, indices = probs.topk(min(k, probs.shape[1]), dim=1)
+    return [
+        [{"label": _label(labels, i), "index": i, "probability": p}
+         for i, p in zip(row_idx.tolist(), row_val.tolist())]
+        for row_idx, row_val in zip(indices, values)
+    ]
+
+
+def embedding_stats(embeddings: torch.Tensor) -> list[dict[str, Any]]:
+    """Mean and population variance of each ``(D,)`` row of an ``(N, D)`` embedding batch."""
+    emb = embeddings.double()
+    means = emb.mean(dim=1).tolist()
+    variances = emb.var(dim=1, unbiased=False).tolist()
+    return [{"mean": m, "variance": v, "dim": emb.shape[1]} for m, v in zip(means, variances)]
+
+
+def error_body(message: str, code: int = 400) -> bytes:
+    """The JSON body of a failed item: ``{"code": 400, "type": "InvalidInput", "message": ...}``."""
+    kind = "InvalidInput" if 400 <= code < 500 else "InternalServerError"
+    return json.dumps({"code": code, "type": kind, "message": message}).encode()
+
+
+def _label(labels: Mapping[int, str] | Sequence[str], index: int) -> str:
+    try:
+        return str(labels[index])
+    except (KeyError, IndexError):
+        return str(index)
