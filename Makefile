@@ -4,9 +4,11 @@
 VENV      := .venv
 PY        := $(VENV)/bin/python
 STAMP     := $(VENV)/.installed
-MODEL_DIR := build/model
-MAR       := model_store/classifier.mar
-STAGE     := build/mar-extra
+MODEL_DIR ?= build/model
+MODEL_STORE ?= model_store
+MODEL_CONFIG ?= model-config.yaml
+MAR       := $(MODEL_STORE)/classifier.mar
+STAGE     ?= build/mar-extra
 TRAIN_ARGS ?=
 
 help:
@@ -38,15 +40,15 @@ train: $(STAMP)
 archive: $(MAR)
 
 # The handler imports the `handlers` package, so it is staged as a folder inside the archive.
-$(MAR): $(MODEL_DIR)/model.pt2 $(MODEL_DIR)/index_to_name.json handlers/*.py model-config.yaml | $(STAMP)
-	rm -rf $(STAGE) && mkdir -p $(STAGE)/handlers
+$(MAR): $(MODEL_DIR)/model.pt2 $(MODEL_DIR)/index_to_name.json handlers/*.py $(MODEL_CONFIG) | $(STAMP)
+	rm -rf $(STAGE) && mkdir -p $(STAGE)/handlers $(MODEL_STORE)
 	cp handlers/*.py $(STAGE)/handlers/
 	$(VENV)/bin/torch-model-archiver --force --model-name classifier --version 1.0 \
 	  --serialized-file $(MODEL_DIR)/model.pt2 \
 	  --handler handlers/classifier_handler.py \
 	  --extra-files $(MODEL_DIR)/index_to_name.json,$(MODEL_DIR)/metadata.json,$(STAGE) \
-	  --config-file model-config.yaml \
-	  --export-path model_store
+	  --config-file $(MODEL_CONFIG) \
+	  --export-path $(MODEL_STORE)
 	@echo "wrote $(MAR)"
 
 # ---------------------------------------------------------------- serving

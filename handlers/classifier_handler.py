@@ -24,7 +24,7 @@ from ts.torch_handler.base_handler import BaseHandler
 from handlers.backends import load_backend, select_device
 from handlers.postprocessing import embedding_stats, error_body, top_k_predictions
 from handlers.preprocessing import CropBox, ImageDecodeError, PreprocessConfig, preprocess_bytes
-from handlers.requests import HandlerSettings, RequestError, extract_image, parse_seed
+from handlers.requests import HandlerSettings, RequestError, extract_image, find_seed, parse_seed
 
 logger = logging.getLogger(__name__)
 
@@ -49,12 +49,12 @@ class ClassifierHandler(BaseHandler):
         self.initialized = True
 
     def preprocess(self, data: list[Mapping[str, Any]]) -> list[tuple[torch.Tensor, dict] | RequestError]:
-        return [self._prepare(request) for request in data]
+        return [self._prepare(request, self.context.get_all_request_header(idx)) for idx, request in enumerate(data)]
 
-    def _prepare(self, request: Mapping[str, Any]) -> tuple[torch.Tensor, dict] | RequestError:
+    def _prepare(self, request: Mapping[str, Any], headers: Mapping[str, Any]) -> tuple[torch.Tensor, dict] | RequestError:
         try:
             image = extract_image(request)
-            seed = parse_seed(request.get("seed"))
+            seed = parse_seed(find_seed(request, headers))
             mode = self.settings.crop_mode
             if mode == "random" and seed is None:
                 seed = random.getrandbits(63)  # reported back, so any answer can be reproduced

@@ -39,11 +39,13 @@ def top_k_predictions(logits: torch.Tensor, labels: Mapping[int, str] | Sequence
 
 
 def embedding_stats(embeddings: torch.Tensor) -> list[dict[str, Any]]:
-    """Mean and population variance of each ``(D,)`` row of an ``(N, D)`` embedding batch."""
-    emb = embeddings.double()
-    means = emb.mean(dim=1).tolist()
-    variances = emb.var(dim=1, unbiased=False).tolist()
-    return [{"mean": m, "variance": v, "dim": emb.shape[1]} for m, v in zip(means, variances)]
+    """Mean and population variance of each ``(D,)`` row of an ``(N, D)`` embedding batch.
+
+    Computed row by row in float64 so a row's numbers do not depend on which
+    other requests shared its batch (a batched reduction changes summation order).
+    """
+    rows = embeddings.double().numpy()
+    return [{"mean": float(row.mean()), "variance": float(row.var()), "dim": int(row.shape[0])} for row in rows]
 
 
 def error_body(message: str, code: int = 400) -> bytes:

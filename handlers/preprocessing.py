@@ -126,7 +126,13 @@ def to_rgb(img: Image.Image, background: tuple[int, int, int] = (255, 255, 255))
         return img
     if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
         arr = np.asarray(img, dtype=np.float64)
-        peak = 65535.0 if img.mode.startswith("I;16") else max(float(arr.max()), 1.0)
+        top = float(arr.max()) if arr.size else 0.0
+        if img.mode.startswith("I;16"):
+            peak = 65535.0
+        elif img.mode == "F":
+            peak = 1.0 if top <= 1.0 else 255.0  # float images are either [0, 1] or [0, 255]
+        else:  # 32-bit integers: take the smallest usual range that holds the data
+            peak = 255.0 if top <= 255 else 65535.0 if top <= 65535 else top
         grey = np.clip(arr / peak * 255.0 + 0.5, 0, 255).astype(np.uint8)
         return Image.fromarray(grey).convert("RGB")
     has_alpha = img.mode in ("RGBA", "LA", "La", "RGBa", "PA") or (

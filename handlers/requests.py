@@ -11,6 +11,7 @@ from handlers.preprocessing import PreprocessConfig
 # --data-binary), a multipart form field, or a gRPC input map entry.
 IMAGE_FIELDS = ("data", "body", "file", "image")
 MAX_SEED = 2**63 - 1
+SEED_HEADER = "x-seed"
 
 
 class RequestError(ValueError):
@@ -59,6 +60,20 @@ def parse_seed(value: Any) -> int | None:
     if not 0 <= seed <= MAX_SEED:
         raise RequestError(f"seed must be an integer in [0, {MAX_SEED}], got {seed}")
     return seed
+
+
+def find_seed(request: Mapping[str, Any], headers: Mapping[str, Any] | None) -> Any:
+    """The raw seed: a ``seed`` input (multipart form field or gRPC input) or an ``X-Seed`` header.
+
+    TorchServe 0.12 does not forward URL query parameters to handlers (pytorch/serve#989),
+    so ``?seed=42`` cannot work; headers and form fields do reach the handler.
+    """
+    if "seed" in request:
+        return request["seed"]
+    for key, value in (headers or {}).items():
+        if isinstance(key, str) and key.lower() == SEED_HEADER:
+            return value
+    return None
 
 
 def extract_image(request: Mapping[str, Any]) -> bytes:

@@ -207,7 +207,7 @@ def start(config: Path, model: str, timeout: float) -> None:
     archive = re.sub(r"^.*=", "", props.get("load_models", f"{model}.mar"))
     if not (store / archive).exists():
         raise SystemExit(f"error: {store / archive} does not exist; run `make archive` first")
-    log_dir = REPO / "logs"
+    log_dir = Path(os.environ.get("LOG_LOCATION", REPO / "logs"))
     offset = log_size(log_dir)
     env = {**os.environ, "LOG_LOCATION": str(log_dir), "METRICS_LOCATION": str(log_dir)}
     log_dir.mkdir(exist_ok=True)

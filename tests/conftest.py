@@ -1,0 +1,47 @@
+"""Shared fixtures. Tests are split by what they need:
+
+- tests/unit: pure functions, no model file;
+- tests/handler: the real handler class with TorchServe's own Context, no server;
+- tests/integration: a real TorchServe (Java frontend + Python worker) on free loopback ports.
+
+The model used everywhere is a real export of the `tiny` architecture (same
+stem, same 2048-d embedding, same .pt2 path as ResNet50) after a short training
+run through the real CLI, so the suite stays fast on two cores.
+"""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """build/model-style folder from `python -m training.train --arch tiny` (one short epoch)."""
+    out = tmp_path_factory.mktemp("tiny_model")
+    subprocess.run(
+        [sys.executable, "-m", "training.train", "--arch", "tiny", "--epochs", "1", "--synthetic-per-class", "4",
+         "--synthetic-val-per-class", "1", "--batch-size", "8", "--output-dir", str(out)],
+        cwd=REPO, check=True, stdout=subprocess.DEVNULL)
+    return out
+
+
+def encode(img: Image.Image, fmt: str, **kwargs) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format=fmt, **kwargs)
+    return buf.getvalue()
+
+
+def random_image(width: int, height: int, seed: int = 0, mode: str = "RGB") -> Image.Image:
+    rng = np.random.default_rng(seed)
+    channels = {"RGB": 3, "RGBA": 4, "L": 1}[mode]
+    arr = rng.integers(0, 256, size=(height, width, channels), dtype=np.uint8)
+    return Image.fromarray(arr[..., 0] if channels == 1 else arr, mode)
