@@ -53,7 +53,7 @@ class ClassifierHandler(BaseHandler):
 
     def _prepare(self, request: Mapping[str, Any], headers: Mapping[str, Any]) -> tuple[torch.Tensor, dict] | RequestError:
         try:
-            image = extract_image(request)
+            image = extract_image(request, self.settings.max_body_bytes)
             seed = parse_seed(find_seed(request, headers))
             mode = self.settings.crop_mode
             if mode == "random" and seed is None:

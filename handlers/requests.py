@@ -30,6 +30,9 @@ class HandlerSettings:
     crop_mode: str = "random"
     threads: int = 0  # 0: cores / workers
     max_image_pixels: int = PreprocessConfig.max_image_pixels
+    # Below the frontend's max_request_size, so an oversized upload gets a 413 with a
+    # reason; above that limit TorchServe can only reset the connection.
+    max_body_bytes: int = 10 * 2**20
     topk: int = 2
 
     @classmethod
@@ -76,7 +79,7 @@ def find_seed(request: Mapping[str, Any], headers: Mapping[str, Any] | None) -> 
     return None
 
 
-def extract_image(request: Mapping[str, Any]) -> bytes:
+def extract_image(request: Mapping[str, Any], max_bytes: int | None = None) -> bytes:
     """The image bytes of one TorchServe request, or a RequestError saying what arrived instead."""
     for field in IMAGE_FIELDS:
         if field in request:
@@ -86,6 +89,8 @@ def extract_image(request: Mapping[str, Any]) -> bytes:
         raise RequestError(f"no image in the request: send the image as the body (curl -T img.png) "
                            f"or as a form field named one of {list(IMAGE_FIELDS)}")
     if isinstance(value, (bytes, bytearray)):
+        if max_bytes is not None and len(value) > max_bytes:
+            raise RequestError(f"image body is {len(value)} bytes, over the limit of {max_bytes} bytes", 413)
         return bytes(value)
     if isinstance(value, (dict, list)):
         raise RequestError("request body is JSON; send the raw image bytes (curl -T img.png URL) "

@@ -59,3 +59,10 @@ def test_find_seed_prefers_the_input_then_any_case_of_x_seed_header():
     assert find_seed({"seed": b"1"}, {"X-Seed": "2"}) == b"1"
     assert find_seed({}, {"X-SEED": "3", "body": {"content-type": ""}}) == "3"
     assert find_seed({}, {"Accept": "*/*"}) is None and find_seed({}, None) is None
+
+
+def test_oversized_body_is_413_naming_sizes():
+    with pytest.raises(RequestError, match="11 bytes, over the limit of 10 bytes") as info:
+        extract_image({"body": b"x" * 11}, max_bytes=10)
+    assert info.value.code == 413
+    assert extract_image({"body": b"x" * 10}, max_bytes=10) == b"x" * 10
