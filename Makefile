@@ -1,5 +1,5 @@
 # Every target the README names. Each depends on `install`, so a fresh clone needs no manual step.
-.PHONY: install train archive serve stop test test-fast clean help
+.PHONY: install train archive serve stop test test-fast soak clean help FORCE
 
 VENV      := .venv
 PY        := $(VENV)/bin/python
@@ -10,6 +10,9 @@ MODEL_CONFIG ?= model-config.yaml
 MAR       := $(MODEL_STORE)/classifier.mar
 STAGE     ?= build/mar-extra
 TRAIN_ARGS ?=
+# Inference backend packed by `make archive` (see handlers/backends.py and docs/optimization.md).
+BACKEND   ?= openvino-int8
+ONNX_FILES := $(if $(filter eager,$(BACKEND)),,$(MODEL_DIR)/model.onnx $(MODEL_DIR)/model.int8.onnx)
 
 help:
 	@echo "make serve   install, train the default model if none exists, archive, start TorchServe, wait until READY"
@@ -39,17 +42,27 @@ train: $(STAMP)
 
 archive: $(MAR)
 
+# fp32 ONNX and its int8 (static QDQ) quantization, calibrated on the model's training data.
+$(MODEL_DIR)/model.onnx $(MODEL_DIR)/model.int8.onnx &: $(MODEL_DIR)/model.pt2 | $(STAMP)
+	$(PY) -m training.export_onnx --model-dir $(MODEL_DIR)
+
 # The handler imports the `handlers` package, so it is staged as a folder inside the archive.
-$(MAR): $(MODEL_DIR)/model.pt2 $(MODEL_DIR)/index_to_name.json handlers/*.py $(MODEL_CONFIG) | $(STAMP)
+# The archive always carries model.pt2, so any backend can fall back to eager.
+# FORCE: the backend is a make variable, so rebuild whenever archive is asked for.
+$(MAR): $(MODEL_DIR)/model.pt2 $(MODEL_DIR)/index_to_name.json $(ONNX_FILES) handlers/*.py $(MODEL_CONFIG) FORCE | $(STAMP)
 	rm -rf $(STAGE) && mkdir -p $(STAGE)/handlers $(MODEL_STORE)
 	cp handlers/*.py $(STAGE)/handlers/
+	$(if $(ONNX_FILES),cp $(ONNX_FILES) $(STAGE)/)
+	sed 's/^  backend: .*/  backend: $(BACKEND)/' $(MODEL_CONFIG) > $(STAGE)/../model-config.$(BACKEND).yaml
 	$(VENV)/bin/torch-model-archiver --force --model-name classifier --version 1.0 \
 	  --serialized-file $(MODEL_DIR)/model.pt2 \
 	  --handler handlers/classifier_handler.py \
 	  --extra-files $(MODEL_DIR)/index_to_name.json,$(MODEL_DIR)/metadata.json,$(STAGE) \
-	  --config-file $(MODEL_CONFIG) \
+	  --config-file $(STAGE)/../model-config.$(BACKEND).yaml \
 	  --export-path $(MODEL_STORE)
-	@echo "wrote $(MAR)"
+	@echo "wrote $(MAR) (backend $(BACKEND))"
+
+FORCE:
 
 # ---------------------------------------------------------------- serving
 serve: $(MAR)
@@ -65,6 +78,10 @@ test: $(STAMP)
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -m "not slow and not server"
+
+# 5 minutes of bounded loopback load against a private server; writes docs/soak.md.
+soak: $(MAR)
+	$(PY) -m loadtests.soak --duration 300 --clients 4
 
 clean:
 	rm -rf build logs $(MAR) .pytest_cache

@@ -40,12 +40,12 @@ class ClassifierHandler(BaseHandler):
             {**metadata["preprocessing"], "max_image_pixels": self.settings.max_image_pixels})
         names = json.loads((model_dir / "index_to_name.json").read_text())
         self.labels = {int(k): v for k, v in names.items()}
-        self.backend = load_backend(self.settings.backend, model_dir, self.device)
+        self.backend = load_backend(self.settings.backend, model_dir, self.device, self.settings.threads)
         # One warm-up pass so the first client does not pay for lazy initialisation.
         size = self.preprocess_config.input_size
         self.backend(torch.zeros(1, 3, size, size))
         logger.info("classifier ready: backend=%s device=%s threads=%d crop_mode=%s",
-                    self.settings.backend, self.device, self.settings.threads, self.settings.crop_mode)
+                    self.backend.name, self.device, self.settings.threads, self.settings.crop_mode)
         self.initialized = True
 
     def preprocess(self, data: list[Mapping[str, Any]]) -> list[tuple[torch.Tensor, dict] | RequestError]:

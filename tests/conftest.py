@@ -25,12 +25,18 @@ REPO = Path(__file__).resolve().parent.parent
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
-    """build/model-style folder from `python -m training.train --arch tiny` (one short epoch)."""
+    """build/model-style folder from `python -m training.train --arch tiny`, plus its ONNX fp32/int8 exports.
+
+    Trained long enough (4 epochs of 256 images) that its top-1 margins are not
+    coin flips, so the backend agreement tests measure quantization, not noise.
+    """
     out = tmp_path_factory.mktemp("tiny_model")
     subprocess.run(
-        [sys.executable, "-m", "training.train", "--arch", "tiny", "--epochs", "1", "--synthetic-per-class", "4",
-         "--synthetic-val-per-class", "1", "--batch-size", "8", "--output-dir", str(out)],
+        [sys.executable, "-m", "training.train", "--arch", "tiny", "--epochs", "4", "--synthetic-per-class", "64",
+         "--synthetic-val-per-class", "8", "--batch-size", "16", "--output-dir", str(out)],
         cwd=REPO, check=True, stdout=subprocess.DEVNULL)
+    subprocess.run([sys.executable, "-m", "training.export_onnx", "--model-dir", str(out), "--calibration-images", "64"],
+                   cwd=REPO, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return out
 
 
