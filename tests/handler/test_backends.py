@@ -5,7 +5,7 @@ import random
 import pytest
 import torch
 
-from handlers.backends import build_backend, cpu_flags, has_bf16, has_vnni
+from handlers.backends import build_backend, load_backend
 from handlers.preprocessing import PreprocessConfig, zoom_crop_pad
 from training import synthetic
 
@@ -34,11 +34,12 @@ def eager_probs(tiny_model_dir, held_out) -> torch.Tensor:
 
 @pytest.mark.parametrize("kind", list(TOLERANCE))
 def test_optimized_backend_agrees_with_eager(kind, tiny_model_dir, held_out, eager_probs):
-    if kind.endswith("bf16") and not has_bf16(cpu_flags()) or kind.endswith("int8") and not has_vnni(cpu_flags()):
-        pytest.skip(f"{kind} would fall back to fp32 on this CPU; the fallback is covered by test_backend_selection")
-    probs = probabilities(build_backend(kind, tiny_model_dir, torch.device("cpu"), 2), held_out)
+    # What this host really runs: the backend asked for, or its logged fp32 fallback on older CPUs.
+    backend = load_backend(kind, tiny_model_dir, torch.device("cpu"), 2)
+    assert backend.name in (kind, kind.split("-")[0])
+    probs = probabilities(backend, held_out)
     agreement = (probs.argmax(1) == eager_probs.argmax(1)).float().mean().item()
     assert agreement >= MIN_AGREEMENT, f"{kind}: top-1 agrees on {agreement:.1%} of {len(held_out)} images"
     top2 = eager_probs.topk(2, dim=1).indices
     drift = (probs.gather(1, top2) - eager_probs.gather(1, top2)).abs().max().item()
-    assert drift <= TOLERANCE[kind], f"{kind}: top-2 probabilities drift by up to {drift:.4f}"
+    assert drift <= TOLERANCE[backend.name], f"{backend.name}: top-2 probabilities drift by up to {drift:.4f}"

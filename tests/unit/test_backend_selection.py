@@ -52,6 +52,6 @@ def test_unknown_backend_names_the_choices():
 
 def test_cpu_flags_reads_the_flags_line(tmp_path):
     info = tmp_path / "cpuinfo"
-    info.write_text("processor : 0\nflags\\t\\t: fpu avx512_vnni sse\n")
+    info.write_text("processor : 0\nflags\t\t: fpu avx512_vnni sse\n")
     assert cpu_flags(info) == {"fpu", "avx512_vnni", "sse"}
     assert cpu_flags(tmp_path / "missing") == set()
