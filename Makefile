@@ -1,5 +1,5 @@
 # Every target the README names. Each depends on `install`, so a fresh clone needs no manual step.
-.PHONY: install train archive serve stop test test-fast clean help
+.PHONY: install stubs train archive serve stop test test-fast clean help
 
 VENV      := .venv
 PY        := $(VENV)/bin/python
@@ -10,6 +10,8 @@ MODEL_CONFIG ?= model-config.yaml
 MAR       := $(MODEL_STORE)/classifier.mar
 STAGE     ?= build/mar-extra
 TRAIN_ARGS ?=
+PROTO     := serving/proto/inference.proto
+STUBS     := serving/_generated/inference_pb2_grpc.py
 
 help:
 	@echo "make serve   install, train the default model if none exists, archive, start TorchServe, wait until READY"
@@ -18,7 +20,7 @@ help:
 	@echo "make archive / make stop / make clean"
 
 # ---------------------------------------------------------------- setup
-install: $(STAMP)
+install: $(STAMP) $(STUBS)
 
 $(STAMP): requirements.txt
 	@command -v java >/dev/null 2>&1 || { echo "error: TorchServe needs Java 11 or later, and no 'java' is on PATH. Install a JDK/JRE (e.g. apt-get install openjdk-17-jre-headless)." >&2; exit 1; }
@@ -28,6 +30,14 @@ $(STAMP): requirements.txt
 	  test -x $(PY) || $$p -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
 	@touch $@
+
+# gRPC client stubs, generated from our .proto (never edited, never committed). The -I mapping
+# makes protoc write them as the package serving._generated, so their imports resolve.
+stubs: $(STUBS)
+
+$(STUBS): $(PROTO) | $(STAMP)
+	$(PY) -m grpc_tools.protoc -Iserving/_generated=serving/proto --python_out=. --pyi_out=. --grpc_python_out=. $(PROTO)
+	@touch serving/_generated/__init__.py
 
 # ---------------------------------------------------------------- model
 # `make serve` trains only when no model exists; `make train` always trains.
@@ -52,7 +62,7 @@ $(MAR): $(MODEL_DIR)/model.pt2 $(MODEL_DIR)/index_to_name.json handlers/*.py $(M
 	@echo "wrote $(MAR)"
 
 # ---------------------------------------------------------------- serving
-serve: $(MAR)
+serve: $(MAR) $(STUBS)
 	$(PY) -m serving.launcher start --config config.properties
 	@echo "try: curl -T docs/sample.png localhost:8080/predictions/classifier"
 
@@ -60,10 +70,10 @@ stop: | $(STAMP)
 	$(PY) -m serving.launcher stop
 
 # ---------------------------------------------------------------- tests
-test: $(STAMP)
+test: $(STAMP) $(STUBS)
 	$(PY) -m pytest
 
-test-fast: $(STAMP)
+test-fast: $(STAMP) $(STUBS)
 	$(PY) -m pytest -m "not slow and not server"
 
 clean:
