@@ -89,14 +89,23 @@ def test_unknown_model_is_a_real_grpc_error_status(grpc_port, images):
     assert "Model not found: no_such_model" in caught.value.details()
 
 
+def same_answer(a: dict, b: dict) -> bool:
+    """Equal up to float rounding: batches of different sizes change logits in their last bits (oneDNN picks
+    other kernels), so only answers computed alone, as in the sequential tests above, are bit-identical."""
+    numbers = [[p["probability"] for p in x["predictions"]] + [x["embedding"]["mean"], x["embedding"]["variance"]] for x in (a, b)]
+    labels = [[(p["label"], p["index"]) for p in x["predictions"]] for x in (a, b)]
+    return a["crop"] == b["crop"] and labels[0] == labels[1] and numbers[0] == pytest.approx(numbers[1], rel=1e-5, abs=1e-7)
+
+
 def test_twenty_concurrent_calls_all_succeed(server, grpc_port, images):
     bodies = [images["png" if i % 2 else "jpg"].read_bytes() for i in range(20)]
     with ThreadPoolExecutor(len(bodies)) as pool:
         answers = list(pool.map(lambda b: predict(b, seed=5, port=grpc_port, timeout=120), bodies))
     for answer in answers:
         check_contract(answer)
-    assert all(a == answers[1] for a in answers[1::2]) and all(a == answers[0] for a in answers[0::2])
-    assert answers[1] == http_answer(server, bodies[1], seed=5)
+    assert all(same_answer(a, answers[1]) for a in answers[1::2]) and all(same_answer(a, answers[0]) for a in answers[0::2])
+    assert same_answer(answers[1], http_answer(server, bodies[1], seed=5))
+    assert not same_answer(answers[0], answers[1])  # png and jpg are different images
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
