@@ -1,5 +1,5 @@
 # Every target the README names. Each depends on `install`, so a fresh clone needs no manual step.
-.PHONY: install train archive serve stop test test-fast soak clean help FORCE
+.PHONY: install stubs train archive serve stop test test-fast soak clean help FORCE
 
 VENV      := .venv
 PY        := $(VENV)/bin/python
@@ -13,6 +13,8 @@ TRAIN_ARGS ?=
 # Inference backend packed by `make archive` (see handlers/backends.py and docs/optimization.md).
 BACKEND   ?= openvino-int8
 ONNX_FILES := $(if $(filter eager,$(BACKEND)),,$(MODEL_DIR)/model.onnx $(MODEL_DIR)/model.int8.onnx)
+PROTO     := serving/proto/inference.proto
+STUBS     := serving/_generated/inference_pb2_grpc.py
 
 help:
 	@echo "make serve   install, train the default model if none exists, archive, start TorchServe, wait until READY"
@@ -21,7 +23,7 @@ help:
 	@echo "make archive / make stop / make clean"
 
 # ---------------------------------------------------------------- setup
-install: $(STAMP)
+install: $(STAMP) $(STUBS)
 
 $(STAMP): requirements.txt
 	@command -v java >/dev/null 2>&1 || { echo "error: TorchServe needs Java 11 or later, and no 'java' is on PATH. Install a JDK/JRE (e.g. apt-get install openjdk-17-jre-headless)." >&2; exit 1; }
@@ -31,6 +33,14 @@ $(STAMP): requirements.txt
 	  test -x $(PY) || $$p -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
 	@touch $@
+
+# gRPC client stubs, generated from our .proto (never edited, never committed). The -I mapping
+# makes protoc write them as the package serving._generated, so their imports resolve.
+stubs: $(STUBS)
+
+$(STUBS): $(PROTO) | $(STAMP)
+	$(PY) -m grpc_tools.protoc -Iserving/_generated=serving/proto --python_out=. --pyi_out=. --grpc_python_out=. $(PROTO)
+	@touch serving/_generated/__init__.py
 
 # ---------------------------------------------------------------- model
 # `make serve` trains only when no model exists; `make train` always trains.
@@ -65,7 +75,7 @@ $(MAR): $(MODEL_DIR)/model.pt2 $(MODEL_DIR)/index_to_name.json $(ONNX_FILES) han
 FORCE:
 
 # ---------------------------------------------------------------- serving
-serve: $(MAR)
+serve: $(MAR) $(STUBS)
 	$(PY) -m serving.launcher start --config config.properties
 	@echo "try: curl -T docs/sample.png localhost:8080/predictions/classifier"
 
@@ -73,10 +83,10 @@ stop: | $(STAMP)
 	$(PY) -m serving.launcher stop
 
 # ---------------------------------------------------------------- tests
-test: $(STAMP)
+test: $(STAMP) $(STUBS)
 	$(PY) -m pytest
 
-test-fast: $(STAMP)
+test-fast: $(STAMP) $(STUBS)
 	$(PY) -m pytest -m "not slow and not server"
 
 # 5 minutes of bounded loopback load against a private server; writes docs/soak.md.
