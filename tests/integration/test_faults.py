@@ -222,3 +222,28 @@ def test_model_registration_through_the_api_is_off(server):
     assert resp.status_code >= 400
     names = [m["modelName"] for m in requests.get(f"{server.management_url}/models", timeout=10).json()["models"]]
     assert names == ["classifier"]
+
+
+# ----------------------------------------------------------------------------- the same bad inputs over gRPC
+
+
+@pytest.mark.parametrize("name", list(INVALID))
+def test_bad_inputs_over_grpc_get_invalid_argument_naming_the_cause(server, name):
+    import grpc
+
+    from serving.grpc_client import PredictionError, predict
+
+    port = int(server.props["grpc_inference_port"])
+    make_body, pattern = INVALID[name]
+    with pytest.raises(PredictionError) as info:
+        predict(make_body(), port=port, timeout=30)
+    assert info.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert re.search(pattern, info.value.message), info.value.message
+    assert_healthy(server)
+
+
+@pytest.mark.parametrize("name", list(VALID))
+def test_unusual_but_valid_images_over_grpc(server, name):
+    from serving.grpc_client import predict
+
+    assert len(predict(VALID[name](), port=int(server.props["grpc_inference_port"]), timeout=60)["predictions"]) == 2
