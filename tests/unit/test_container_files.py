@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import os
 import re
 import subprocess
 import sys
@@ -154,7 +155,9 @@ def test_build_context_has_what_the_dockerfile_copies_and_nothing_heavy(dockerfi
     (["run-image", "GPU=1"], "docker run --rm -p 8080:8080 --gpus all resnet-classifier:gpu"),
 ])
 def test_make_targets_dry_run(args, expected):
-    out = subprocess.run(["make", "-n", "-o", "model_store/classifier.mar", "-o", ".venv/.installed", *args],
-                         cwd=REPO, capture_output=True, text=True, timeout=60)
+    # Under `make test` the parent make's flags would add "Entering directory" lines: start clean.
+    env = {k: v for k, v in os.environ.items() if k not in {"MAKEFLAGS", "MFLAGS", "MAKELEVEL"}}
+    out = subprocess.run(["make", "-n", "--no-print-directory", "-o", "model_store/classifier.mar", "-o", ".venv/.installed",
+                          *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == expected
