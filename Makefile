@@ -1,5 +1,5 @@
 # Every target the README names. Each depends on `install`, so a fresh clone needs no manual step.
-.PHONY: install stubs train archive serve stop test test-fast soak clean help FORCE
+.PHONY: install stubs train archive serve stop test test-fast soak clean help FORCE image image-gpu run-image
 
 VENV      := .venv
 PY        := $(VENV)/bin/python
@@ -21,6 +21,7 @@ help:
 	@echo "make test    install and run the whole test suite"
 	@echo "make train   (re)train: TRAIN_ARGS='--data DIR --epochs N ...'"
 	@echo "make archive / make stop / make clean"
+	@echo "make image / make image-gpu / make run-image [GPU=1]   container images (README: Containers)"
 
 # ---------------------------------------------------------------- setup
 install: $(STAMP) $(STUBS)
@@ -95,3 +96,19 @@ soak: $(MAR)
 
 clean:
 	rm -rf build logs $(MAR) .pytest_cache
+
+# ---------------------------------------------------------------- containers
+# One Dockerfile, two targets; the archive is built first because the image copies it.
+IMAGE ?= resnet-classifier
+PORT  ?= 8080
+
+image: $(MAR)
+	docker build --target cpu -t $(IMAGE):cpu .
+
+image-gpu: $(MAR)
+	docker build --target gpu -t $(IMAGE):gpu .
+
+# make run-image          the CPU image on localhost:$(PORT)
+# make run-image GPU=1    the GPU image with every GPU (needs nvidia-container-toolkit)
+run-image:
+	docker run --rm -p $(PORT):8080 $(if $(GPU),--gpus all $(IMAGE):gpu,$(IMAGE):cpu)

@@ -1,0 +1,94 @@
+"""The container's own entrypoint (docker/entrypoint.py), run outside Docker on free loopback ports.
+
+It renders docker/config.properties with the same TS_* / MODEL_STORE overrides a user would pass
+to `docker run -e`, starts the real TorchServe, and must stop it and everything it started on SIGTERM.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import requests
+
+from serving.launcher import free_port, wait_ready
+from tests.conftest import REPO
+from tests.integration.test_http import check_contract
+
+pytestmark = [pytest.mark.server, pytest.mark.slow]
+
+ENTRYPOINT = [sys.executable, str(REPO / "docker" / "entrypoint.py")]
+STOP_BOUND_S = 30
+
+
+def container_env(store: Path, root: Path) -> dict[str, str]:
+    return {
+        **os.environ,
+        "TS_CONFIG": str(REPO / "docker" / "config.properties"),
+        "MODEL_STORE": str(store),
+        "TS_WORKDIR": str(root / "work"),
+        "LOG_LOCATION": str(root / "logs"),
+        # Loopback, not the image's 0.0.0.0: this machine is shared.
+        "TS_INFERENCE_ADDRESS": f"http://127.0.0.1:{free_port()}",
+        "TS_MANAGEMENT_ADDRESS": f"http://127.0.0.1:{free_port()}",
+        "TS_METRICS_ADDRESS": f"http://127.0.0.1:{free_port()}",
+        "TS_GRPC_INFERENCE_ADDRESS": "127.0.0.1",
+        "TS_GRPC_INFERENCE_PORT": str(free_port()),
+        "TS_GRPC_MANAGEMENT_PORT": str(free_port()),
+    }
+
+
+def healthcheck(env: dict[str, str]) -> int:
+    return subprocess.run([*ENTRYPOINT, "healthcheck"], env=env, capture_output=True, timeout=30).returncode
+
+
+def test_entrypoint_serves_then_stops_cleanly_on_sigterm(model_store, tmp_path):
+    env = container_env(model_store, tmp_path)
+    out = open(tmp_path / "entrypoint.out", "wb")
+    proc = subprocess.Popen(ENTRYPOINT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    tree: list[psutil.Process] = []
+    try:
+        assert healthcheck(env) == 1  # not up yet: the image's HEALTHCHECK must fail
+        wait_ready(env["TS_MANAGEMENT_ADDRESS"], "classifier", 240, alive=lambda: proc.poll() is None,
+                   log_dir=tmp_path / "logs")
+        rendered = (tmp_path / "work" / "config.properties").read_text()
+        assert f"model_store={model_store.resolve()}" in rendered and "enable_model_api=false" in rendered
+        assert healthcheck(env) == 0
+
+        resp = requests.post(f"{env['TS_INFERENCE_ADDRESS']}/predictions/classifier",
+                             data=(REPO / "docs" / "sample.png").read_bytes(), headers={"X-Seed": "1"}, timeout=60)
+        assert resp.status_code == 200, resp.text
+        check_contract(resp.json())
+
+        tree = psutil.Process(proc.pid).children(recursive=True)
+        assert any("java" in " ".join(p.cmdline()) for p in tree), "no Java frontend under the entrypoint"
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        status = proc.wait(timeout=STOP_BOUND_S)
+        took = time.monotonic() - started
+    finally:
+        if proc.poll() is None:  # only on a failed assertion above: leave nothing behind
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    log = (tmp_path / "entrypoint.out").read_text(errors="replace")
+    assert status == 0, f"exit status {status}\n{log[-3000:]}"
+    assert took < STOP_BOUND_S
+    gone, alive = psutil.wait_procs(tree, timeout=5)
+    assert not [p for p in alive if p.status() != psutil.STATUS_ZOMBIE], f"left behind: {alive}"
+    assert healthcheck(env) == 1
+    with pytest.raises(requests.ConnectionError):
+        requests.get(f"{env['TS_INFERENCE_ADDRESS']}/ping", timeout=5)
+
+
+def test_entrypoint_without_archive_says_how_to_get_one(tmp_path):
+    empty = tmp_path / "store"
+    empty.mkdir()
+    out = subprocess.run(ENTRYPOINT, env=container_env(empty, tmp_path), capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2
+    assert "classifier.mar not found" in out.stderr and "make archive" in out.stderr and "model-store" in out.stderr
