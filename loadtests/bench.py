@@ -40,12 +40,18 @@ LOCUSTFILE = REPO / "loadtests" / "locustfile.py"
 STOCK_DIR = REPO / "loadtests" / "stock"
 STOCK_TOPK = 5  # what TorchServe's ImageClassifier asks torch.topk for
 SERVERS = ("ours", "stock")
+# At the end of a level, requests in flight finish (and count) instead of being dropped: dropping them would
+# hide exactly the slowest answers from p99. Users start no new request during this time.
+STOP_TIMEOUT_S = 60
 
 
 # ---------------------------------------------------------------- pure helpers (unit-tested)
 
 def parse_locust_stats(path: Path) -> dict:
-    """The ``Aggregated`` row of locust's ``*_stats.csv``: counts, throughput and latency percentiles in ms."""
+    """The ``Aggregated`` row of locust's ``*_stats.csv``: counts, throughput and latency percentiles in ms.
+
+    ``rps`` is None when no request completed (locust writes 0 there, which is no measurement).
+    """
     with open(path, newline="") as f:
         rows = [row for row in csv.DictReader(f) if row.get("Name") == "Aggregated"]
     if not rows:
@@ -56,7 +62,8 @@ def parse_locust_stats(path: Path) -> dict:
         value = row.get(key, "")
         return None if value in ("", "N/A") else float(value)
 
-    return {"requests": int(row["Request Count"]), "failures": int(row["Failure Count"]), "rps": number("Requests/s"),
+    requests = int(row["Request Count"])
+    return {"requests": requests, "failures": int(row["Failure Count"]), "rps": number("Requests/s") if requests else None,
             "p50_ms": number("50%"), "p95_ms": number("95%"), "p99_ms": number("99%"),
             "avg_ms": number("Average Response Time"), "max_ms": number("Max Response Time")}
 
@@ -148,8 +155,8 @@ def render_markdown(report: dict) -> str:
         lines.append(f"| {backend} | " + " | ".join(cells) + f" | {_f(best['images_per_s'])} at bs {best['batch_size']} |")
     lines += ["", "## Headline", ""]
     for h in report["headline"]:
-        lines.append(f"- concurrency {h['concurrency']}: ours serves **{_f(h['throughput_ours_over_stock'], '.2f', '×')}** "
-                     f"stock's throughput, with a p99 {_f(h['p99_stock_over_ours'], '.2f', '×')} lower; "
+        lines.append(f"- concurrency {h['concurrency']}: throughput ours / stock = **{_f(h['throughput_ours_over_stock'], '.2f', '×')}**, "
+                     f"p99 stock / ours = {_f(h['p99_stock_over_ours'], '.2f', '×')}; "
                      f"served / raw model = {_f(h['served_over_raw_bs1'], '.0%')} of bs 1, "
                      f"{_f(h['served_over_raw_best'], '.0%')} of the best batch size.")
     lines += ["", "![throughput and p99 latency against concurrency](benchmarks.png)", "",
@@ -288,10 +295,11 @@ def run_locust(host: str, users: int, seconds: float, image_dir: Path, model: st
     """One headless locust run; returns the Aggregated row of its stats CSV."""
     csv_prefix.parent.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "--only-summary", "--loglevel", "WARNING",
-           "-u", str(users), "-r", str(users), "-t", f"{max(1, round(seconds))}s", "--host", host, "--csv", str(csv_prefix),
+           "-u", str(users), "-r", str(users), "-t", f"{max(1, round(seconds))}s", "--stop-timeout", f"{STOP_TIMEOUT_S}s",
+           "--host", host, "--csv", str(csv_prefix),
            "--image-dir", str(image_dir), "--model-name", model, "--response-format", response_format]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
-    done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=seconds + 120)
+    done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=seconds + STOP_TIMEOUT_S + 120)
     stats = Path(f"{csv_prefix}_stats.csv")
     if not stats.exists():
         raise RuntimeError(f"locust wrote no {stats} (exit {done.returncode}):\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
@@ -395,5 +403,13 @@ def main(args: argparse.Namespace) -> dict:
     return report
 
 
+def broken_levels(served: list[dict]) -> list[str]:
+    """Levels that must not be published: a failed request, or no request completed."""
+    return [f"{r['server']} c={r['concurrency']}: {r['failures']} failed of {r['requests']}"
+            for r in served if r["failures"] or not r["requests"]]
+
+
 if __name__ == "__main__":
-    main(get_args_parser().parse_args())
+    broken = broken_levels(main(get_args_parser().parse_args())["served"])
+    if broken:
+        raise SystemExit("error: the report is written, but these levels are not a valid measurement: " + "; ".join(broken))

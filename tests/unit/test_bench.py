@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from loadtests.bench import best_batch, headline, parse_locust_stats, ratio, render_markdown, stock_handler
+from loadtests.bench import best_batch, broken_levels, headline, parse_locust_stats, ratio, render_markdown, stock_handler
 from loadtests.contract import check, check_ours, check_stock
 
 HEADER = ("Type,Name,Request Count,Failure Count,Median Response Time,Average Response Time,Min Response Time,"
@@ -30,7 +30,7 @@ def test_parse_locust_stats_reads_the_aggregated_row(tmp_path):
 
 def test_parse_locust_stats_with_no_requests_and_no_aggregated_row(tmp_path):
     empty = parse_locust_stats(write_stats(tmp_path / "a.csv", [",Aggregated,0,0,0,0,0,0,0,0,0,N/A,N/A,N/A,N/A,N/A,N/A,N/A,N/A,N/A,N/A,N/A"]))
-    assert empty["requests"] == 0 and empty["p99_ms"] is None and empty["rps"] == 0.0
+    assert empty["requests"] == 0 and empty["p99_ms"] is None and empty["rps"] is None
     with pytest.raises(ValueError, match="no Aggregated row"):
         parse_locust_stats(write_stats(tmp_path / "b.csv", []))
 
@@ -76,7 +76,7 @@ def test_render_markdown_has_the_tables_machine_command_and_ratios():
     assert "`python -m loadtests.bench --duration 5`" in md
     assert "| 16 | 24.0 | 8.0 | 3.00× | 600 / 700 / 800 | 2000 / 4000 / 5000 | 0 / 2 |" in md
     assert "| eager | 20.0 | 32.0 | 30.0 | 32.0 at bs 8 |" in md
-    assert "ours serves **3.00×** stock's throughput, with a p99 6.25× lower" in md
+    assert "concurrency 16: throughput ours / stock = **3.00×**, p99 stock / ours = 6.25×" in md
     assert "120% of bs 1, 75% of the best batch size" in md
 
 
@@ -123,3 +123,9 @@ def test_check_stock():
     assert "non-empty" in check(GOOD["predictions"], "stock")
     with pytest.raises(ValueError, match="ours, stock"):
         check(GOOD, "grpc")
+
+
+def test_broken_levels_are_the_failed_or_empty_ones():
+    assert broken_levels([{"server": "stock", "concurrency": 16, "requests": 40, "failures": 2}]) == ["stock c=16: 2 failed of 40"]
+    assert broken_levels([{"server": "ours", "concurrency": 4, "requests": 0, "failures": 0}]) == ["ours c=4: 0 failed of 0"]
+    assert broken_levels([{"server": "ours", "concurrency": 1, "requests": 9, "failures": 0}]) == []
