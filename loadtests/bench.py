@@ -295,7 +295,7 @@ def run_locust(host: str, users: int, seconds: float, image_dir: Path, model: st
     """One headless locust run; returns the Aggregated row of its stats CSV."""
     csv_prefix.parent.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "--only-summary", "--loglevel", "WARNING",
-           "-u", str(users), "-r", str(users), "-t", f"{max(1, round(seconds))}s", "--stop-timeout", f"{STOP_TIMEOUT_S}s",
+           "-u", str(users), "-r", str(users), "-t", f"{max(1, round(seconds))}s", "--stop-timeout", str(STOP_TIMEOUT_S),
            "--host", host, "--csv", str(csv_prefix),
            "--image-dir", str(image_dir), "--model-name", model, "--response-format", response_format]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
