@@ -155,7 +155,8 @@ def render_markdown(report: dict) -> str:
         lines.append(f"| {backend} | " + " | ".join(cells) + f" | {_f(best['images_per_s'])} at bs {best['batch_size']} |")
     lines += ["", "## Headline", ""]
     for h in report["headline"]:
-        lines.append(f"- concurrency {h['concurrency']}: throughput ours / stock = **{_f(h['throughput_ours_over_stock'], '.2f', '×')}**, "
+        lines.append(f"- concurrency {h['concurrency']}: "
+                     f"throughput ours / stock = **{_f(h['throughput_ours_over_stock'], '.2f', '×')}**, "
                      f"p99 stock / ours = {_f(h['p99_stock_over_ours'], '.2f', '×')}; "
                      f"served / raw model = {_f(h['served_over_raw_bs1'], '.0%')} of bs 1, "
                      f"{_f(h['served_over_raw_best'], '.0%')} of the best batch size.")
@@ -291,7 +292,8 @@ def build_stock_archive(model_dir: Path, work: Path) -> tuple[Path, str]:
     return store / "stock.mar", handler
 
 
-def run_locust(host: str, users: int, seconds: float, image_dir: Path, model: str, response_format: str, csv_prefix: Path) -> dict:
+def run_locust(host: str, users: int, seconds: float, image_dir: Path, model: str, response_format: str,
+               csv_prefix: Path) -> dict:
     """One headless locust run; returns the Aggregated row of its stats CSV."""
     csv_prefix.parent.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "--only-summary", "--loglevel", "WARNING",
@@ -314,7 +316,8 @@ def measure_server(name: str, ts: TorchServeProcess, model: str, response_format
     rows = []
     for users in args.concurrency:
         if args.warmup > 0:
-            run_locust(ts.inference_url, users, args.warmup, args.image_dir, model, response_format, work / "warmup" / f"c{users}")
+            run_locust(ts.inference_url, users, args.warmup, args.image_dir, model, response_format,
+                       work / "warmup" / f"c{users}")
         result = run_locust(ts.inference_url, users, args.duration, args.image_dir, model, response_format, work / f"c{users}")
         rows.append({"server": name, "concurrency": users, **result})
         print(f"{name} c={users}: {_f(result['rps'])} req/s, p50 {_f(result['p50_ms'], '.0f')} ms, "
@@ -335,13 +338,16 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--concurrency", type=int_list, default=[1, 4, 16], help="locust users per level (default: 1,4,16)")
     p.add_argument("--batch-sizes", type=int_list, default=[1, 2, 4, 8, 16], help="raw-model batch sizes (default: 1,2,4,8,16)")
     p.add_argument("--raw-seconds", type=float, default=10, help="seconds per raw-model batch size (default: 10)")
-    p.add_argument("--backends", default="eager", help="comma-separated handlers.backends kinds for the raw model (default: eager)")
+    p.add_argument("--backends", default="eager",
+                   help="comma-separated handlers.backends kinds for the raw model (default: eager)")
     p.add_argument("--threads", type=int, default=2, help="torch threads for the raw model (default: 2)")
     p.add_argument("--model-dir", type=Path, default=REPO / "build" / "model", help="the served artifact (default: build/model)")
-    p.add_argument("--mar", type=Path, default=REPO / "model_store" / "classifier.mar", help="our archive (default: model_store/classifier.mar)")
+    p.add_argument("--mar", type=Path, default=REPO / "model_store" / "classifier.mar",
+                   help="our archive (default: model_store/classifier.mar)")
     p.add_argument("--image-dir", type=Path, default=REPO / "build" / "loadtest_images",
                    help="images to post; generated when missing (default: build/loadtest_images)")
-    p.add_argument("--work-dir", type=Path, default=REPO / "build" / "bench", help="servers, archives, CSVs (default: build/bench)")
+    p.add_argument("--work-dir", type=Path, default=REPO / "build" / "bench",
+                   help="servers, archives, CSVs (default: build/bench)")
     p.add_argument("--out-dir", type=Path, default=REPO / "docs", help="where benchmarks.md/.json/.png go (default: docs)")
     p.add_argument("--skip", choices=SERVERS, action="append", default=[], help="leave out a server (repeatable)")
     return p
@@ -379,7 +385,9 @@ def main(args: argparse.Namespace) -> dict:
     if "stock" not in args.skip:
         mar, handler = build_stock_archive(args.model_dir, args.work_dir / "stock")
         overrides = loopback_overrides(mar.parent, "stock=stock.mar")
-        with TorchServeProcess(STOCK_DIR / "config.properties", args.work_dir / "stock" / "server", overrides, model="stock") as ts:
+        stock_server = TorchServeProcess(STOCK_DIR / "config.properties", args.work_dir / "stock" / "server", overrides,
+                                         model="stock")
+        with stock_server as ts:
             served += measure_server("stock", ts, "stock", "stock", args, args.work_dir / "stock" / "locust")
 
     report = {

@@ -29,7 +29,8 @@ def test_parse_locust_stats_reads_the_aggregated_row(tmp_path):
 
 
 def test_parse_locust_stats_with_no_requests_and_no_aggregated_row(tmp_path):
-    empty = parse_locust_stats(write_stats(tmp_path / "a.csv", [",Aggregated,0,0,0,0,0,0,0,0,0,N/A,N/A,N/A,N/A,N/A,N/A,N/A,N/A,N/A,N/A,N/A"]))
+    no_request = ",Aggregated,0,0,0,0,0,0,0,0,0" + ",N/A" * 11
+    empty = parse_locust_stats(write_stats(tmp_path / "a.csv", [no_request]))
     assert empty["requests"] == 0 and empty["p99_ms"] is None and empty["rps"] is None
     with pytest.raises(ValueError, match="no Aggregated row"):
         parse_locust_stats(write_stats(tmp_path / "b.csv", []))
@@ -94,8 +95,10 @@ def test_stock_handler_is_the_stock_one_unless_the_model_has_too_few_classes():
     assert stock_handler(4).endswith("top2_image_classifier.py")
 
 
-GOOD = {"predictions": [{"label": "dots", "index": 1, "probability": 0.9}, {"label": "checkerboard", "index": 0, "probability": 0.05}],
-        "embedding": {"mean": 0.42, "variance": 0.19, "dim": 2048}, "crop": {"mode": "random", "seed": 1, "box": [0, 0, 100, 100]}}
+GOOD = {"predictions": [{"label": "dots", "index": 1, "probability": 0.9},
+                        {"label": "checkerboard", "index": 0, "probability": 0.05}],
+        "embedding": {"mean": 0.42, "variance": 0.19, "dim": 2048},
+        "crop": {"mode": "random", "seed": 1, "box": [0, 0, 100, 100]}}
 
 
 @pytest.mark.parametrize("broken, reason", [
@@ -126,6 +129,7 @@ def test_check_stock():
 
 
 def test_broken_levels_are_the_failed_or_empty_ones():
-    assert broken_levels([{"server": "stock", "concurrency": 16, "requests": 40, "failures": 2}]) == ["stock c=16: 2 failed of 40"]
+    failed = {"server": "stock", "concurrency": 16, "requests": 40, "failures": 2}
+    assert broken_levels([failed]) == ["stock c=16: 2 failed of 40"]
     assert broken_levels([{"server": "ours", "concurrency": 4, "requests": 0, "failures": 0}]) == ["ours c=4: 0 failed of 0"]
     assert broken_levels([{"server": "ours", "concurrency": 1, "requests": 9, "failures": 0}]) == []
