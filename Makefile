@@ -1,5 +1,5 @@
 # Every target the README names. Each depends on `install`, so a fresh clone needs no manual step.
-.PHONY: install stubs train archive serve stop test test-fast soak clean help FORCE image image-gpu run-image
+.PHONY: install stubs train archive serve stop test test-fast soak clean help FORCE image image-gpu run-image loadtest bench
 
 VENV      := .venv
 PY        := $(VENV)/bin/python
@@ -22,6 +22,8 @@ help:
 	@echo "make train   (re)train: TRAIN_ARGS='--data DIR --epochs N ...'"
 	@echo "make archive / make stop / make clean"
 	@echo "make image / make image-gpu / make run-image [GPU=1]   container images (README: Containers)"
+	@echo "make loadtest  locust against the running make serve (HOST=, USERS=, SPAWN_RATE=, RUN_TIME=)"
+	@echo "make bench     raw model vs our endpoint vs stock TorchServe; writes docs/benchmarks.*"
 
 # ---------------------------------------------------------------- setup
 install: $(STAMP) $(STUBS)
@@ -82,6 +84,27 @@ serve: $(MAR) $(STUBS)
 
 stop: | $(STAMP)
 	$(PY) -m serving.launcher stop
+
+# ---------------------------------------------------------------- load tests and benchmarks
+HOST       ?= http://127.0.0.1:8080
+USERS      ?= 16
+SPAWN_RATE ?= 4
+RUN_TIME   ?= 60s
+IMAGES     ?= build/loadtest_images
+BENCH_ARGS ?=
+
+$(IMAGES): | $(STAMP)
+	$(PY) -m loadtests.images $(IMAGES)
+
+# Against the server `make serve` started; CSV and HTML reports go to reports/ (git-ignored).
+loadtest: | $(STAMP) $(IMAGES)
+	@mkdir -p reports
+	$(PY) -m locust -f loadtests/locustfile.py --headless --only-summary --host $(HOST) \
+	  -u $(USERS) -r $(SPAWN_RATE) -t $(RUN_TIME) --image-dir $(IMAGES) \
+	  --csv reports/loadtest --html reports/loadtest.html
+
+bench: $(MAR) | $(STAMP)
+	$(PY) -m loadtests.bench $(BENCH_ARGS)
 
 # ---------------------------------------------------------------- tests
 test: $(STAMP) $(STUBS)

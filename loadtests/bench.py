@@ -1,0 +1,423 @@
+"""Side-by-side benchmark: raw model, our served endpoint, and stock TorchServe, in one run on one machine.
+
+    make bench                                      # python -m loadtests.bench
+    python -m loadtests.bench --duration 5 --warmup 2 --raw-seconds 3 --out-dir build/bench-short   # a quick check
+
+1. Raw model: the served artifact (build/model/model.pt2) through handlers.backends.load_backend, in-process,
+   with ``--threads`` torch threads, at every ``--batch-sizes`` (images/s). ``--backends`` picks which backends.
+2. Ours: model_store/classifier.mar on a private TorchServe (config.properties, free loopback ports), loaded
+   by the real locust (headless, subprocess) at each ``--concurrency`` for ``--duration`` s after a ``--warmup``.
+3. Stock: TorchServe's own image_classifier handler serving the same ResNet50 weights with TorchServe's
+   default config (loadtests/stock/config.properties: workers = one per core, no batching), same images,
+   same locust client.
+
+Writes ``benchmarks.md``, ``benchmarks.json`` (raw numbers, for comparing runs) and ``benchmarks.png`` into
+``--out-dir`` (default docs/). Every server it starts is stopped on exit, failure and SIGTERM included.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime as dt
+import gc
+import json
+import os
+import platform
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import yaml
+
+from serving.launcher import REPO, TorchServeProcess, free_port
+
+LOCUSTFILE = REPO / "loadtests" / "locustfile.py"
+STOCK_DIR = REPO / "loadtests" / "stock"
+STOCK_TOPK = 5  # what TorchServe's ImageClassifier asks torch.topk for
+SERVERS = ("ours", "stock")
+# At the end of a level, requests in flight finish (and count) instead of being dropped: dropping them would
+# hide exactly the slowest answers from p99. Users start no new request during this time.
+STOP_TIMEOUT_S = 60
+
+
+# ---------------------------------------------------------------- pure helpers (unit-tested)
+
+def parse_locust_stats(path: Path) -> dict:
+    """The ``Aggregated`` row of locust's ``*_stats.csv``: counts, throughput and latency percentiles in ms.
+
+    ``rps`` is None when no request completed (locust writes 0 there, which is no measurement).
+    """
+    with open(path, newline="") as f:
+        rows = [row for row in csv.DictReader(f) if row.get("Name") == "Aggregated"]
+    if not rows:
+        raise ValueError(f"{path} has no Aggregated row")
+    row = rows[0]
+
+    def number(key: str) -> float | None:
+        value = row.get(key, "")
+        return None if value in ("", "N/A") else float(value)
+
+    requests = int(row["Request Count"])
+    return {"requests": requests, "failures": int(row["Failure Count"]), "rps": number("Requests/s") if requests else None,
+            "p50_ms": number("50%"), "p95_ms": number("95%"), "p99_ms": number("99%"),
+            "avg_ms": number("Average Response Time"), "max_ms": number("Max Response Time")}
+
+
+def ratio(numerator: float | None, denominator: float | None) -> float | None:
+    """``numerator / denominator``, or None when either is missing or the denominator is 0."""
+    if numerator is None or not denominator:
+        return None
+    return numerator / denominator
+
+
+def best_batch(raw: list[dict], backend: str) -> dict | None:
+    """The raw-model record with the highest images/s for ``backend``."""
+    rows = [r for r in raw if r["backend"] == backend]
+    return max(rows, key=lambda r: r["images_per_s"]) if rows else None
+
+
+def find(records: list[dict], **match) -> dict | None:
+    return next((r for r in records if all(r.get(k) == v for k, v in match.items())), None)
+
+
+def headline(raw: list[dict], served: list[dict], served_backend: str) -> list[dict]:
+    """Per concurrency: ours / stock throughput, stock p99 / ours p99, and ours served / raw model throughput."""
+    best, bs1 = best_batch(raw, served_backend), find(raw, backend=served_backend, batch_size=1)
+    rows = []
+    for c in sorted({r["concurrency"] for r in served}):
+        ours, stock = find(served, server="ours", concurrency=c) or {}, find(served, server="stock", concurrency=c) or {}
+        rows.append({"concurrency": c,
+                     "throughput_ours_over_stock": ratio(ours.get("rps"), stock.get("rps")),
+                     "p99_stock_over_ours": ratio(stock.get("p99_ms"), ours.get("p99_ms")),
+                     "served_over_raw_bs1": ratio(ours.get("rps"), bs1 and bs1["images_per_s"]),
+                     "served_over_raw_best": ratio(ours.get("rps"), best and best["images_per_s"])})
+    return rows
+
+
+def _f(value: float | None, fmt: str = ".1f", suffix: str = "") -> str:
+    return "n/a" if value is None else f"{value:{fmt}}{suffix}"
+
+
+def render_markdown(report: dict) -> str:
+    """docs/benchmarks.md from the report dict that is also written as JSON."""
+    s, m = report["settings"], report["machine"]
+    raw, served = report["raw"], report["served"]
+    batch_sizes = sorted({r["batch_size"] for r in raw})
+    lines = [
+        "# Benchmarks: raw model, our endpoint, stock TorchServe",
+        "",
+        f"Measured {report['date']} on {m['cpu']} ({m['cores']} logical cores, {m['ram_gib']:.0f} GiB RAM), "
+        f"{m['os']}, Python {m['python']}, torch {report['versions'].get('torch')}, "
+        f"TorchServe {report['versions'].get('torchserve')}, locust {report['versions'].get('locust')}.",
+        "",
+        f"Command: `{report['command']}`",
+        "",
+        f"Each concurrency level: {s['warmup_s']:.0f} s warm-up (discarded), then {s['duration_s']:.0f} s measured with "
+        f"locust headless over loopback, closed loop (each user sends its next image when the previous answer arrives). "
+        f"{s['images']} generated images (PNG and JPEG, 64-1600 px), every answer validated. "
+        "One image per request, so req/s and images/s compare directly.",
+        "",
+        "## Served endpoint",
+        "",
+        "- **ours**: `model_store/classifier.mar` with `config.properties` and `model-config.yaml` "
+        f"(backend `{s['served_backend']}`, dynamic batching, 1 worker using every core).",
+        f"- **stock**: TorchServe's `{s['stock_handler']}` handler, same ResNet50 weights, TorchServe's default config "
+        "(`loadtests/stock/config.properties`: one worker per core, no batching).",
+        "",
+        "| concurrency | ours req/s | stock req/s | ours / stock | ours p50 / p95 / p99 (ms) | stock p50 / p95 / p99 (ms) "
+        "| failed (ours / stock) |",
+        "|---:|---:|---:|---:|---|---|---:|",
+    ]
+    for h in report["headline"]:
+        c = h["concurrency"]
+        o, k = find(served, server="ours", concurrency=c) or {}, find(served, server="stock", concurrency=c) or {}
+
+        def pct(r: dict) -> str:
+            return " / ".join(_f(r.get(p), ".0f") for p in ("p50_ms", "p95_ms", "p99_ms"))
+
+        lines.append(f"| {c} | {_f(o.get('rps'))} | {_f(k.get('rps'))} | {_f(h['throughput_ours_over_stock'], '.2f', '×')} "
+                     f"| {pct(o)} | {pct(k)} | {o.get('failures', 'n/a')} / {k.get('failures', 'n/a')} |")
+    lines += [
+        "",
+        f"## Raw model (in-process, {s['threads']} torch threads, random 3×{s['input_size']}×{s['input_size']} input)",
+        "",
+        "| backend | " + " | ".join(f"bs {b} img/s" for b in batch_sizes) + " | best |",
+        "|---|" + "---:|" * (len(batch_sizes) + 1),
+    ]
+    for backend in sorted({r["backend"] for r in raw}):
+        cells = [_f((find(raw, backend=backend, batch_size=b) or {}).get("images_per_s")) for b in batch_sizes]
+        best = best_batch(raw, backend)
+        lines.append(f"| {backend} | " + " | ".join(cells) + f" | {_f(best['images_per_s'])} at bs {best['batch_size']} |")
+    lines += ["", "## Headline", ""]
+    for h in report["headline"]:
+        lines.append(f"- concurrency {h['concurrency']}: "
+                     f"throughput ours / stock = **{_f(h['throughput_ours_over_stock'], '.2f', '×')}**, "
+                     f"p99 stock / ours = {_f(h['p99_stock_over_ours'], '.2f', '×')}; "
+                     f"served / raw model = {_f(h['served_over_raw_bs1'], '.0%')} of bs 1, "
+                     f"{_f(h['served_over_raw_best'], '.0%')} of the best batch size.")
+    lines += ["", "![throughput and p99 latency against concurrency](benchmarks.png)", "",
+              "Raw numbers: [benchmarks.json](benchmarks.json). Methodology and commands: README, *Load tests and benchmarks*."]
+    return "\n".join(lines) + "\n"
+
+
+def plot(report: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_tp, ax_p99) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for server, style in (("ours", "o-"), ("stock", "s--")):
+        rows = sorted((r for r in report["served"] if r["server"] == server), key=lambda r: r["concurrency"])
+        xs = [r["concurrency"] for r in rows]
+        ax_tp.plot(xs, [r["rps"] for r in rows], style, label=server)
+        ax_p99.plot(xs, [r["p99_ms"] for r in rows], style, label=server)
+    backend = report["settings"]["served_backend"]
+    best, bs1 = best_batch(report["raw"], backend), find(report["raw"], backend=backend, batch_size=1)
+    if bs1:
+        ax_tp.axhline(bs1["images_per_s"], color="grey", linestyle=":", label=f"raw {backend} bs 1")
+    if best:
+        ax_tp.axhline(best["images_per_s"], color="black", linestyle=":", label=f"raw {backend} bs {best['batch_size']}")
+    for ax, title, unit in ((ax_tp, "throughput", "requests/s"), (ax_p99, "p99 latency", "ms")):
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(report["settings"]["concurrency"], [str(c) for c in report["settings"]["concurrency"]])
+        ax.set_xlabel("concurrent clients")
+        ax.set_ylabel(unit)
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    ax_p99.set_ylim(bottom=0)
+    ax_tp.set_ylim(bottom=0)
+    fig.suptitle(f"ResNet50 on {report['machine']['cpu']} ({report['machine']['cores']} cores), {report['date']}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------- machine
+
+def machine() -> dict:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": psutil.cpu_count(logical=True), "physical_cores": psutil.cpu_count(logical=False),
+            "ram_gib": psutil.virtual_memory().total / 2**30, "os": platform.platform(terse=True),
+            "python": platform.python_version()}
+
+
+def versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for name in ("torch", "torchvision", "torchserve", "locust", "captum"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+# ---------------------------------------------------------------- 1. raw model
+
+def measure_raw(kind: str, model_dir: Path, batch_sizes: list[int], seconds: float, threads: int, input_size: int) -> list[dict]:
+    """Images/s of ``load_backend(kind, model_dir, cpu)`` at each batch size: 1 warm-up call, then ``seconds`` of calls."""
+    import torch
+
+    from handlers.backends import load_backend
+
+    torch.set_num_threads(threads)
+    backend = load_backend(kind, model_dir, torch.device("cpu"))
+    rows = []
+    for bs in batch_sizes:
+        x = torch.randn(bs, 3, input_size, input_size)
+        backend(x)
+        calls, start = 0, time.perf_counter()
+        while (elapsed := time.perf_counter() - start) < seconds or calls < 2:
+            backend(x)
+            calls += 1
+        rows.append({"backend": kind, "batch_size": bs, "images_per_s": calls * bs / elapsed, "calls": calls})
+        print(f"raw {kind} bs {bs}: {rows[-1]['images_per_s']:.1f} img/s ({calls} calls in {elapsed:.1f} s)", flush=True)
+    del backend
+    gc.collect()
+    return rows
+
+
+# ---------------------------------------------------------------- 2 and 3. servers under locust
+
+def loopback_overrides(store: Path, load_models: str) -> dict[str, str]:
+    """Free loopback ports for every listener, so the bench never collides with `make serve` or the tests."""
+    return {"inference_address": f"http://127.0.0.1:{free_port()}", "management_address": f"http://127.0.0.1:{free_port()}",
+            "metrics_address": f"http://127.0.0.1:{free_port()}", "grpc_inference_port": str(free_port()),
+            "grpc_management_port": str(free_port()), "model_store": str(store.resolve()), "load_models": load_models}
+
+
+def stock_handler(num_classes: int) -> str:
+    """``image_classifier`` itself, unless the model has fewer classes than its topk (then the same handler with topk 2)."""
+    return "image_classifier" if num_classes >= STOCK_TOPK else str(STOCK_DIR / "top2_image_classifier.py")
+
+
+def build_stock_archive(model_dir: Path, work: Path) -> tuple[Path, str]:
+    """stock.mar: torchvision ResNet50 + the backbone weights of our model.pt2 + TorchServe's image classifier handler."""
+    import torch
+    from torchvision.models import resnet50
+
+    work.mkdir(parents=True, exist_ok=True)
+    labels = json.loads((model_dir / "index_to_name.json").read_text())
+    state = torch.export.load(str(model_dir / "model.pt2")).module().state_dict()
+    backbone = {k.removeprefix("backbone."): v.detach().clone() for k, v in state.items() if k.startswith("backbone.")}
+    try:  # fail here with a clear message rather than in a TorchServe worker that retries forever
+        resnet50(num_classes=len(labels)).load_state_dict(backbone)
+    except RuntimeError as exc:
+        raise SystemExit(f"error: the stock baseline needs a ResNet50 model in {model_dir}; its weights do not fit: {exc}")
+    weights = work / "resnet50_backbone.pth"
+    torch.save(backbone, weights)
+    store = work / "model_store"
+    store.mkdir(exist_ok=True)
+    handler = stock_handler(len(labels))
+    archiver = Path(sys.executable).parent / "torch-model-archiver"
+    subprocess.run([str(archiver) if archiver.exists() else "torch-model-archiver", "--force", "--model-name", "stock",
+                    "--version", "1.0", "--model-file", str(STOCK_DIR / "stock_resnet50.py"), "--serialized-file", str(weights),
+                    "--handler", handler, "--extra-files", str(model_dir / "index_to_name.json"), "--export-path", str(store)],
+                   check=True)
+    return store / "stock.mar", handler
+
+
+def run_locust(host: str, users: int, seconds: float, image_dir: Path, model: str, response_format: str,
+               csv_prefix: Path) -> dict:
+    """One headless locust run; returns the Aggregated row of its stats CSV."""
+    csv_prefix.parent.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "--only-summary", "--loglevel", "WARNING",
+           "-u", str(users), "-r", str(users), "-t", f"{max(1, round(seconds))}s", "--stop-timeout", str(STOP_TIMEOUT_S),
+           "--host", host, "--csv", str(csv_prefix),
+           "--image-dir", str(image_dir), "--model-name", model, "--response-format", response_format]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=seconds + STOP_TIMEOUT_S + 120)
+    stats = Path(f"{csv_prefix}_stats.csv")
+    if not stats.exists():
+        raise RuntimeError(f"locust wrote no {stats} (exit {done.returncode}):\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
+    result = parse_locust_stats(stats)
+    if result["failures"]:
+        failures = Path(f"{csv_prefix}_failures.csv")
+        print(f"  {result['failures']} failed requests; see {failures}", flush=True)
+    return result
+
+
+def measure_server(name: str, ts: TorchServeProcess, model: str, response_format: str, args, work: Path) -> list[dict]:
+    rows = []
+    for users in args.concurrency:
+        if args.warmup > 0:
+            run_locust(ts.inference_url, users, args.warmup, args.image_dir, model, response_format,
+                       work / "warmup" / f"c{users}")
+        result = run_locust(ts.inference_url, users, args.duration, args.image_dir, model, response_format, work / f"c{users}")
+        rows.append({"server": name, "concurrency": users, **result})
+        print(f"{name} c={users}: {_f(result['rps'])} req/s, p50 {_f(result['p50_ms'], '.0f')} ms, "
+              f"p99 {_f(result['p99_ms'], '.0f')} ms, {result['failures']} failed of {result['requests']}", flush=True)
+    return rows
+
+
+# ---------------------------------------------------------------- main
+
+def int_list(text: str) -> list[int]:
+    return [int(v) for v in text.split(",") if v.strip()]
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--duration", type=float, default=25, help="measured seconds per concurrency level (default: 25)")
+    p.add_argument("--warmup", type=float, default=5, help="discarded warm-up seconds before each level (default: 5)")
+    p.add_argument("--concurrency", type=int_list, default=[1, 4, 16], help="locust users per level (default: 1,4,16)")
+    p.add_argument("--batch-sizes", type=int_list, default=[1, 2, 4, 8, 16], help="raw-model batch sizes (default: 1,2,4,8,16)")
+    p.add_argument("--raw-seconds", type=float, default=10, help="seconds per raw-model batch size (default: 10)")
+    p.add_argument("--backends", default="eager",
+                   help="comma-separated handlers.backends kinds for the raw model (default: eager)")
+    p.add_argument("--threads", type=int, default=2, help="torch threads for the raw model (default: 2)")
+    p.add_argument("--model-dir", type=Path, default=REPO / "build" / "model", help="the served artifact (default: build/model)")
+    p.add_argument("--mar", type=Path, default=REPO / "model_store" / "classifier.mar",
+                   help="our archive (default: model_store/classifier.mar)")
+    p.add_argument("--image-dir", type=Path, default=REPO / "build" / "loadtest_images",
+                   help="images to post; generated when missing (default: build/loadtest_images)")
+    p.add_argument("--work-dir", type=Path, default=REPO / "build" / "bench",
+                   help="servers, archives, CSVs (default: build/bench)")
+    p.add_argument("--out-dir", type=Path, default=REPO / "docs", help="where benchmarks.md/.json/.png go (default: docs)")
+    p.add_argument("--skip", choices=SERVERS, action="append", default=[], help="leave out a server (repeatable)")
+    return p
+
+
+def _terminate(signum, _frame):
+    raise SystemExit(128 + signum)  # unwinds the `with` blocks, which stop the servers
+
+
+def main(args: argparse.Namespace) -> dict:
+    signal.signal(signal.SIGTERM, _terminate)
+    for path in (args.model_dir / "model.pt2", args.mar):
+        if not path.exists():
+            raise SystemExit(f"error: {path} does not exist; run `make archive` first")
+    if not any(args.image_dir.rglob("*.png")):
+        from loadtests.images import write_images
+
+        print(f"writing load-test images to {args.image_dir}", flush=True)
+        write_images(args.image_dir)
+    images = sum(1 for p in args.image_dir.rglob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
+    model_config = yaml.safe_load((REPO / "model-config.yaml").read_text())
+    served_backend = (model_config.get("handler") or {}).get("backend", "eager")
+    input_size = json.loads((args.model_dir / "metadata.json").read_text()).get("input_size", 224)
+    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    started = dt.datetime.now().astimezone()
+
+    raw = [row for kind in backends
+           for row in measure_raw(kind, args.model_dir, args.batch_sizes, args.raw_seconds, args.threads, input_size)]
+
+    served, handler = [], "image_classifier"
+    if "ours" not in args.skip:
+        overrides = loopback_overrides(args.mar.parent, f"classifier={args.mar.name}")
+        with TorchServeProcess(REPO / "config.properties", args.work_dir / "ours", overrides, model="classifier") as ts:
+            served += measure_server("ours", ts, "classifier", "ours", args, args.work_dir / "ours" / "locust")
+    if "stock" not in args.skip:
+        mar, handler = build_stock_archive(args.model_dir, args.work_dir / "stock")
+        overrides = loopback_overrides(mar.parent, "stock=stock.mar")
+        stock_server = TorchServeProcess(STOCK_DIR / "config.properties", args.work_dir / "stock" / "server", overrides,
+                                         model="stock")
+        with stock_server as ts:
+            served += measure_server("stock", ts, "stock", "stock", args, args.work_dir / "stock" / "locust")
+
+    report = {
+        "date": started.strftime("%Y-%m-%d %H:%M %Z"),
+        "command": shlex.join(["python", "-m", "loadtests.bench", *sys.argv[1:]]),
+        "machine": machine(),
+        "versions": versions(),
+        "settings": {"duration_s": args.duration, "warmup_s": args.warmup, "concurrency": args.concurrency,
+                     "batch_sizes": args.batch_sizes, "raw_seconds": args.raw_seconds, "threads": args.threads,
+                     "backends": backends, "served_backend": served_backend, "input_size": input_size, "images": images,
+                     "stock_handler": Path(handler).name if handler != "image_classifier" else handler},
+        "raw": raw,
+        "served": served,
+        "headline": headline(raw, served, served_backend),
+    }
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    (args.out_dir / "benchmarks.json").write_text(json.dumps(report, indent=2) + "\n")
+    (args.out_dir / "benchmarks.md").write_text(render_markdown(report))
+    plot(report, args.out_dir / "benchmarks.png")
+    print(f"wrote {args.out_dir / 'benchmarks.md'}, benchmarks.json, benchmarks.png")
+    return report
+
+
+def broken_levels(served: list[dict]) -> list[str]:
+    """Levels that must not be published: a failed request, or no request completed."""
+    return [f"{r['server']} c={r['concurrency']}: {r['failures']} failed of {r['requests']}"
+            for r in served if r["failures"] or not r["requests"]]
+
+
+if __name__ == "__main__":
+    broken = broken_levels(main(get_args_parser().parse_args())["served"])
+    if broken:
+        raise SystemExit("error: the report is written, but these levels are not a valid measurement: " + "; ".join(broken))
