@@ -29,11 +29,14 @@ import signal
 import subprocess
 import sys
 import time
+import zipfile
 from pathlib import Path
 
 import psutil
+
 import yaml
 
+from handlers.backends import BACKENDS
 from serving.launcher import REPO, TorchServeProcess, free_port
 
 LOCUSTFILE = REPO / "loadtests" / "locustfile.py"
@@ -327,6 +330,14 @@ def measure_server(name: str, ts: TorchServeProcess, model: str, response_format
 
 # ---------------------------------------------------------------- main
 
+def archive_backend(mar: Path) -> str:
+    """The backend a .mar asks for: its own model-config (named in MAR-INF/MANIFEST.json), not the repo's template."""
+    with zipfile.ZipFile(mar) as z:
+        config_name = json.loads(z.read("MAR-INF/MANIFEST.json"))["model"].get("configFile")
+        config = yaml.safe_load(z.read(config_name)) if config_name else {}
+    return ((config or {}).get("handler") or {}).get("backend", "eager")
+
+
 def int_list(text: str) -> list[int]:
     return [int(v) for v in text.split(",") if v.strip()]
 
@@ -336,10 +347,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--duration", type=float, default=25, help="measured seconds per concurrency level (default: 25)")
     p.add_argument("--warmup", type=float, default=5, help="discarded warm-up seconds before each level (default: 5)")
     p.add_argument("--concurrency", type=int_list, default=[1, 4, 16], help="locust users per level (default: 1,4,16)")
-    p.add_argument("--batch-sizes", type=int_list, default=[1, 2, 4, 8, 16], help="raw-model batch sizes (default: 1,2,4,8,16)")
-    p.add_argument("--raw-seconds", type=float, default=10, help="seconds per raw-model batch size (default: 10)")
-    p.add_argument("--backends", default="eager",
-                   help="comma-separated handlers.backends kinds for the raw model (default: eager)")
+    p.add_argument("--batch-sizes", type=int_list, default=[1, 4, 8, 16], help="raw-model batch sizes (default: 1,4,8,16)")
+    p.add_argument("--raw-seconds", type=float, default=6, help="seconds per raw-model batch size (default: 6)")
+    p.add_argument("--backends", default=",".join(BACKENDS),
+                   help=f"comma-separated handlers.backends kinds for the raw model (default: {','.join(BACKENDS)})")
     p.add_argument("--threads", type=int, default=2, help="torch threads for the raw model (default: 2)")
     p.add_argument("--model-dir", type=Path, default=REPO / "build" / "model", help="the served artifact (default: build/model)")
     p.add_argument("--mar", type=Path, default=REPO / "model_store" / "classifier.mar",
@@ -368,8 +379,7 @@ def main(args: argparse.Namespace) -> dict:
         print(f"writing load-test images to {args.image_dir}", flush=True)
         write_images(args.image_dir)
     images = sum(1 for p in args.image_dir.rglob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
-    model_config = yaml.safe_load((REPO / "model-config.yaml").read_text())
-    served_backend = (model_config.get("handler") or {}).get("backend", "eager")
+    served_backend = archive_backend(args.mar)
     input_size = json.loads((args.model_dir / "metadata.json").read_text()).get("input_size", 224)
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     started = dt.datetime.now().astimezone()

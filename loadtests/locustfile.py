@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import itertools
 import json
+import time
 from pathlib import Path
 
-from locust import FastHttpUser, events, task
+import grpc
+from locust import FastHttpUser, User, events, task
 
 from loadtests.contract import FORMATS, check
 
@@ -28,6 +30,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--image-dir", default="build/loadtest_images",
                         help="folder of PNG/JPEG images to post, searched recursively (default: build/loadtest_images)")
     parser.add_argument("--model-name", default="classifier", help="TorchServe model name (default: classifier)")
+    parser.add_argument("--protocol", choices=("http", "grpc"), default="http",
+                        help="http: POST /predictions over --host; grpc: Predictions over --grpc-host/--grpc-port (default: http)")
+    parser.add_argument("--grpc-host", default="127.0.0.1", help="gRPC inference host (default: 127.0.0.1)")
+    parser.add_argument("--grpc-port", type=int, default=7070, help="gRPC inference port (default: 7070)")
     parser.add_argument("--response-format", choices=FORMATS, default="ours",
                         help="ours: top-2 + embedding stats; stock: TorchServe image_classifier's {label: prob} (default: ours)")
 
@@ -77,11 +83,50 @@ class ClassifierUser(FastHttpUser):
                 resp.success()
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# gRPC user: NOT IMPLEMENTED YET. It lands once `serving/grpc_client.py` is merged (branch `grpc`).
-# Plan: a plain `User` subclass (gRPC is not HTTP) with `--grpc-host`/`--grpc-port` flags, whose task calls the
-# client's Predictions RPC with the same PAYLOADS, times it, validates the body with `loadtests.contract.check`,
-# and reports through `self.environment.events.request.fire(request_type="grpc", name=..., response_time=...,
-# response_length=..., exception=...)`. Give it `abstract = True` until it is selectable by a flag, so the
-# HTTP runs above keep their numbers.
-# ----------------------------------------------------------------------------------------------------------------
+class GrpcClassifierUser(User):
+    """The same closed loop over TorchServe's gRPC Predictions call (serving.grpc_client), validated the same way."""
+
+    def on_start(self) -> None:
+        from serving.grpc_client import channel, predictions_request  # generated stubs: only needed for gRPC runs
+        from serving._generated import inference_pb2_grpc
+
+        opts = self.environment.parsed_options
+        self.model, self.response_format = opts.model_name, opts.response_format
+        self.request = predictions_request
+        self.channel = channel(opts.grpc_host, opts.grpc_port)
+        self.stub = inference_pb2_grpc.InferenceAPIsServiceStub(self.channel)
+        if not PAYLOADS:
+            PAYLOADS.extend(load_payloads(opts.image_dir))
+
+    def on_stop(self) -> None:
+        self.channel.close()
+
+    @task
+    def classify(self) -> None:
+        from serving.grpc_client import PredictionError, from_rpc_error, parse_answer
+
+        name, body, _ = PAYLOADS[next(_next_payload) % len(PAYLOADS)]
+        start, length, exception = time.perf_counter(), 0, None
+        try:
+            reply = self.stub.Predictions(self.request(body, model=self.model), timeout=60)
+            length = len(reply.prediction)
+            reason = check(parse_answer(reply.prediction), self.response_format)
+            if reason:
+                exception = AssertionError(f"{name}: {reason}")
+        except grpc.RpcError as error:
+            exception = from_rpc_error(error)
+        except PredictionError as error:
+            exception = error
+        self.environment.events.request.fire(request_type="grpc", name=f"Predictions/{self.model}",
+                                             response_time=(time.perf_counter() - start) * 1000,
+                                             response_length=length, exception=exception, context={})
+
+
+@events.init.add_listener
+def choose_protocol(environment, **_kwargs) -> None:
+    """Run only the user class of --protocol, so an HTTP run never mixes in gRPC calls (or the reverse)."""
+    opts = environment.parsed_options
+    if opts is None:
+        return
+    chosen = GrpcClassifierUser if opts.protocol == "grpc" else ClassifierUser
+    environment.user_classes = [chosen]

@@ -24,12 +24,12 @@ def image_dir(tmp_path_factory) -> Path:
     return root
 
 
-def locust(server, image_dir: Path, csv_prefix: Path, users: int, seconds: int, response_format: str) -> dict:
+def locust(server, image_dir: Path, csv_prefix: Path, users: int, seconds: int, response_format: str, *extra: str) -> dict:
     """The real locust CLI, headless, as `make loadtest` runs it; returns the Aggregated row of its CSV."""
     cmd = [sys.executable, "-m", "locust", "-f", str(REPO / "loadtests" / "locustfile.py"), "--headless", "--only-summary",
            "--host", server.inference_url, "-u", str(users), "-r", str(users), "-t", f"{seconds}s",
            "--csv", str(csv_prefix), "--image-dir", str(image_dir), "--model-name", "classifier",
-           "--response-format", response_format]
+           "--response-format", response_format, *extra]
     done = subprocess.run(cmd, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True,
                           timeout=seconds + 90)
     stats = Path(f"{csv_prefix}_stats.csv")
@@ -53,3 +53,12 @@ def test_locust_marks_answers_of_the_wrong_shape_as_failures(server, image_dir, 
     assert result["failures"] == result["requests"]
     assert "bad label/probability pair" in (tmp_path / "wrong_failures.csv").read_text()
     assert result["returncode"] != 0
+
+
+def test_locust_grpc_user_has_no_failures(server, image_dir, tmp_path):
+    port = server.props["grpc_inference_port"]
+    result = locust(server, image_dir, tmp_path / "grpc", 2, 6, "ours", "--protocol", "grpc", "--grpc-port", port)
+    assert result["requests"] > 0, result["output"]
+    assert result["failures"] == 0, (tmp_path / "grpc_failures.csv").read_text()
+    assert "Predictions/classifier" in (tmp_path / "grpc_stats.csv").read_text()  # gRPC calls, not HTTP ones
+    assert "/predictions/classifier" not in (tmp_path / "grpc_stats.csv").read_text()
