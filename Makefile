@@ -1,5 +1,5 @@
 # Every target the README names. Each depends on `install`, so a fresh clone needs no manual step.
-.PHONY: install train archive serve stop test test-fast clean help
+.PHONY: install train prepare archive serve stop test test-fast clean help
 
 VENV      := .venv
 PY        := $(VENV)/bin/python
@@ -10,11 +10,14 @@ MODEL_CONFIG ?= model-config.yaml
 MAR       := $(MODEL_STORE)/classifier.mar
 STAGE     ?= build/mar-extra
 TRAIN_ARGS ?=
+DATA      ?=
+DATA_ARG  := $(if $(DATA),--data $(DATA))
 
 help:
 	@echo "make serve   install, train the default model if none exists, archive, start TorchServe, wait until READY"
 	@echo "make test    install and run the whole test suite"
-	@echo "make train   (re)train: TRAIN_ARGS='--data DIR --epochs N ...'"
+	@echo "make train   (re)train: DATA=DIR, TRAIN_ARGS='--epochs N ...'; metrics and plots go to runs/<timestamp>/"
+	@echo "make prepare SRC=DIR DST=DIR   split a folder of class subfolders into DST/train and DST/val"
 	@echo "make archive / make stop / make clean"
 
 # ---------------------------------------------------------------- setup
@@ -32,10 +35,15 @@ $(STAMP): requirements.txt
 # ---------------------------------------------------------------- model
 # `make serve` trains only when no model exists; `make train` always trains.
 $(MODEL_DIR)/model.pt2: | $(STAMP)
-	$(PY) -m training.train --output-dir $(MODEL_DIR) $(TRAIN_ARGS)
+	$(PY) -m training.train --output-dir $(MODEL_DIR) $(DATA_ARG) $(TRAIN_ARGS)
 
 train: $(STAMP)
-	$(PY) -m training.train --output-dir $(MODEL_DIR) $(TRAIN_ARGS)
+	$(PY) -m training.train --output-dir $(MODEL_DIR) $(DATA_ARG) $(TRAIN_ARGS)
+
+# Split a flat folder of class subfolders into DST/train and DST/val (hardlinks; copies across filesystems).
+prepare: $(STAMP)
+	@test -n "$(SRC)" -a -n "$(DST)" || { echo "usage: make prepare SRC=folder-of-class-folders DST=new-folder" >&2; exit 2; }
+	$(PY) -m training.prepare $(SRC) $(DST) $(PREPARE_ARGS)
 
 archive: $(MAR)
 
