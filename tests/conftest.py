@@ -29,7 +29,8 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("tiny_model")
     subprocess.run(
         [sys.executable, "-m", "training.train", "--arch", "tiny", "--epochs", "1", "--synthetic-per-class", "4",
-         "--synthetic-val-per-class", "1", "--batch-size", "8", "--output-dir", str(out)],
+         "--synthetic-val-per-class", "1", "--batch-size", "8", "--output-dir", str(out),
+         "--run-dir", str(tmp_path_factory.mktemp("tiny_run"))],
         cwd=REPO, check=True, stdout=subprocess.DEVNULL)
     return out
 

@@ -300,12 +300,13 @@ def evaluate(model, loader, amp: bool, classes: list[str], topk: int, limit: int
 
 
 def is_better(val: dict, best: dict) -> bool:
-    """Best epoch by validation accuracy; lower loss breaks ties, and a NaN loss never wins."""
+    """Best epoch by validation accuracy, lower loss breaking ties. A diverged epoch (loss inf or NaN) never beats a
+    finite one, whatever its accuracy: a network that outputs NaN predicts class 0 for everything, not something."""
     if best["epoch"] is None:
         return True
-    loss = val["loss"] if math.isfinite(val["loss"]) else math.inf
-    best_loss = best["val_loss"] if math.isfinite(best["val_loss"]) else math.inf
-    return (val["accuracy"], -loss) > (best["val_accuracy"], -best_loss)
+    def key(accuracy: float, loss: float) -> tuple:
+        return (math.isfinite(loss), accuracy, -loss if math.isfinite(loss) else 0.0)
+    return key(val["accuracy"], val["loss"]) > key(best["val_accuracy"], best["val_loss"])
 
 
 # ----------------------------------------------------------------------------- export
@@ -335,8 +336,6 @@ def main(args) -> dict:
     config = PreprocessConfig()
     resume = load_checkpoint(Path(args.resume)) if args.resume else None
     run_dir = Path(args.run_dir) if args.run_dir else Path(args.resume).parent if args.resume else default_run_dir()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "args.json").write_text(json.dumps(vars(args), indent=2))
 
     weights = load_initial_weights(args.weights) if args.weights else None
     imagenet_export = args.epochs == 0 and weights is not None and weights.get("fc.weight", torch.empty(0)).shape[:1] == (1000,)
@@ -349,6 +348,8 @@ def main(args) -> dict:
     model = build_model(args.arch, len(classes), weights)
     if imagenet_export:
         model.backbone.load_state_dict(weights)
+    run_dir.mkdir(parents=True, exist_ok=True)  # only now: a run that fails on its data leaves no folder behind
+    (run_dir / "args.json").write_text(json.dumps(vars(args), indent=2))
     print(f"{args.arch}: {len(classes)} classes ({', '.join(classes[:6])}{', ...' if len(classes) > 6 else ''}); "
           f"bf16 autocast {'on' if amp else 'off'}; {torch.get_num_threads()} threads; run folder {run_dir}")
 
