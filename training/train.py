@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shutil
 import sys
 import time
 import warnings
@@ -360,6 +361,9 @@ def main(args) -> dict:
             raise SystemExit(f"error: {args.resume} is a {resume['args']['arch']} over classes {resume['classes']}; "
                              f"this run is a {args.arch} over {classes}")
         model.load_state_dict(resume["model"])
+        resumed_best = Path(args.resume).parent / "checkpoint_best.pt"
+        if resumed_best.is_file() and not best_path.exists():  # resuming into a new folder: bring the best along
+            shutil.copy2(resumed_best, best_path)
         history, best, stale = resume["history"], resume["best"], resume["stale_epochs"]
         start_epoch = resume["epoch"] + 1
         print(f"resumed from {args.resume} after epoch {resume['epoch']}")
