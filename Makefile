@@ -1,5 +1,5 @@
 # Every target the README names. Each depends on `install`, so a fresh clone needs no manual step.
-.PHONY: install stubs train archive serve stop test test-fast soak clean help FORCE image image-gpu run-image loadtest bench
+.PHONY: install stubs train prepare archive serve stop test test-fast soak clean help FORCE image image-gpu run-image loadtest bench
 
 VENV      := .venv
 PY        := $(VENV)/bin/python
@@ -15,11 +15,14 @@ BACKEND   ?= openvino-int8
 ONNX_FILES := $(if $(filter eager,$(BACKEND)),,$(MODEL_DIR)/model.onnx $(MODEL_DIR)/model.int8.onnx)
 PROTO     := serving/proto/inference.proto
 STUBS     := serving/_generated/inference_pb2_grpc.py
+DATA      ?=
+DATA_ARG  := $(if $(DATA),--data $(DATA))
 
 help:
 	@echo "make serve   install, train the default model if none exists, archive, start TorchServe, wait until READY"
 	@echo "make test    install and run the whole test suite"
-	@echo "make train   (re)train: TRAIN_ARGS='--data DIR --epochs N ...'"
+	@echo "make train   (re)train: DATA=DIR, TRAIN_ARGS='--epochs N ...'; metrics and plots go to runs/<timestamp>/"
+	@echo "make prepare SRC=DIR DST=DIR   split a folder of class subfolders into DST/train and DST/val"
 	@echo "make archive / make stop / make clean"
 	@echo "make image / make image-gpu / make run-image [GPU=1]   container images (README: Containers)"
 	@echo "make loadtest  locust against the running make serve (HOST=, USERS=, SPAWN_RATE=, RUN_TIME=)"
@@ -48,10 +51,15 @@ $(STUBS): $(PROTO) | $(STAMP)
 # ---------------------------------------------------------------- model
 # `make serve` trains only when no model exists; `make train` always trains.
 $(MODEL_DIR)/model.pt2: | $(STAMP)
-	$(PY) -m training.train --output-dir $(MODEL_DIR) $(TRAIN_ARGS)
+	$(PY) -m training.train --output-dir $(MODEL_DIR) $(DATA_ARG) $(TRAIN_ARGS)
 
 train: $(STAMP)
-	$(PY) -m training.train --output-dir $(MODEL_DIR) $(TRAIN_ARGS)
+	$(PY) -m training.train --output-dir $(MODEL_DIR) $(DATA_ARG) $(TRAIN_ARGS)
+
+# Split a flat folder of class subfolders into DST/train and DST/val (hardlinks; copies across filesystems).
+prepare: $(STAMP)
+	@test -n "$(SRC)" -a -n "$(DST)" || { echo "usage: make prepare SRC=folder-of-class-folders DST=new-folder" >&2; exit 2; }
+	$(PY) -m training.prepare $(SRC) $(DST) $(PREPARE_ARGS)
 
 archive: $(MAR)
 

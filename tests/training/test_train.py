@@ -54,7 +54,7 @@ def test_trains_on_a_user_image_folder(tmp_path):
     synthetic.write_folder(tmp_path / "data", per_class=3, seed=0)
     out = tmp_path / "model"
     result = train("--arch", "tiny", "--data", str(tmp_path / "data"), "--epochs", "1", "--batch-size", "4",
-                   "--output-dir", str(out))
+                   "--output-dir", str(out), "--run-dir", str(tmp_path / "run"))
     assert result.returncode == 0, result.stdout + result.stderr
     assert "validation accuracy" in result.stdout
     assert json.loads((out / "index_to_name.json").read_text())["0"] == "checkerboard"
@@ -68,7 +68,8 @@ def test_trains_on_a_user_image_folder(tmp_path):
 def test_clear_errors_not_tracebacks(args, needle, tmp_path):
     # IMAGENET1K_V2 cannot be downloaded here (no network); elsewhere it would download, so keep the cache empty.
     env_home = tmp_path / "torch_home"
-    result = subprocess.run([sys.executable, "-m", "training.train", "--arch", "tiny", *args, "--output-dir", str(tmp_path)],
+    result = subprocess.run([sys.executable, "-m", "training.train", "--arch", "tiny", *args, "--output-dir", str(tmp_path),
+                             "--run-dir", str(tmp_path / "run")],
                             cwd=REPO, capture_output=True, text=True, env={**__import__("os").environ, "TORCH_HOME": str(env_home)},
                             timeout=120)
     assert result.returncode != 0
@@ -82,7 +83,7 @@ def test_local_imagenet_weights_with_zero_epochs_export_the_1000_class_classifie
     weights = tmp_path / "resnet50.pth"
     torch.save(reference.state_dict(), weights)
     out = tmp_path / "model"
-    result = train("--weights", str(weights), "--epochs", "0", "--output-dir", str(out))
+    result = train("--weights", str(weights), "--epochs", "0", "--output-dir", str(out), "--run-dir", str(tmp_path / "run"))
     assert result.returncode == 0, result.stderr
     names = json.loads((out / "index_to_name.json").read_text())
     assert len(names) == 1000 and names["0"] == "tench" and names["999"] == "toilet tissue"
