@@ -128,12 +128,12 @@ class TorchServeProcess:
     """
 
     def __init__(self, base_config: Path, workdir: Path, overrides: dict[str, str], model: str = "classifier"):
-        self.workdir, self.model = workdir, model
+        self.workdir, self.model = workdir.resolve(), model  # TorchServe runs inside it: paths must not be relative
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.props = {**read_properties(base_config), **overrides}
-        self.config_path = workdir / "config.properties"
+        self.config_path = self.workdir / "config.properties"
         write_properties(self.config_path, self.props)
-        self.log_dir = workdir / "logs"
+        self.log_dir = self.workdir / "logs"
         self.proc: subprocess.Popen | None = None
 
     @property
