@@ -44,6 +44,7 @@ OVERRIDABLE = ("inference_address", "management_address", "metrics_address", "gr
 
 
 def read_properties(path: Path) -> dict[str, str]:
+    # Same parser as serving.launcher.read_properties: the image holds this file alone, without the serving package.
     props = {}
     for line in path.read_text().splitlines():
         line = line.strip()
