@@ -29,6 +29,7 @@ from handlers.requests import HandlerSettings, RequestError, extract_image, find
 
 logger = logging.getLogger(__name__)
 
+
 class ClassifierHandler(BaseHandler):
     def initialize(self, context) -> None:
         props = context.system_properties
@@ -63,14 +64,19 @@ class ClassifierHandler(BaseHandler):
             image = extract_image(request, self.settings.max_body_bytes)
             seed = parse_seed(find_seed(request, headers))
             mode = self.settings.crop_mode
-            if mode == "random" and seed is None:
+            if mode == "center":
+                seed = None  # the centre crop has no randomness to seed
+            elif seed is None:
                 seed = random.getrandbits(63)  # reported back, so any answer can be reproduced
-            tensor, box = preprocess_bytes(image, self.preprocess_config, mode, seed if mode == "random" else None)
+            tensor, box = preprocess_bytes(image, self.preprocess_config, mode, seed)
         except RequestError as exc:
             return exc
         except ImageDecodeError as exc:
             return RequestError(str(exc))
-        return tensor, crop_info(mode, seed if mode == "random" else None, box)
+        except Exception as exc:  # one odd image must fail alone, not take its whole batch down
+            logger.exception("preprocessing failed")
+            return RequestError(f"image could not be processed ({type(exc).__name__}: {exc})")
+        return tensor, crop_info(mode, seed, box)
 
     def inference(self, items: list, *args, **kwargs) -> tuple[list, torch.Tensor | None, torch.Tensor | None]:
         tensors = [item[0] for item in items if not isinstance(item, RequestError)]

@@ -111,3 +111,21 @@ def test_gpu_assignment_without_cuda_falls_back_to_cpu(tiny_model_dir):
     h = ClassifierHandler()
     h.initialize(make_context(tiny_model_dir, gpu=0))
     assert h.device == (torch.device("cuda:0") if torch.cuda.is_available() else torch.device("cpu"))
+
+
+def test_an_unexpected_preprocessing_failure_fails_only_its_item(handler, tiny_model_dir, monkeypatch):
+    """Whatever breaks on one image (here: a crop geometry the code never expects) stays a 4xx for that image."""
+    import handlers.classifier_handler as module
+
+    real = module.preprocess_bytes
+
+    def flaky(data, *args, **kwargs):
+        if data.startswith(b"BOOM"):
+            raise ZeroDivisionError("simulated")
+        return real(data, *args, **kwargs)
+
+    monkeypatch.setattr(module, "preprocess_bytes", flaky)
+    good = encode(random_image(90, 90, seed=8), "PNG")
+    bodies, statuses = run(handler, tiny_model_dir, [{"body": good}, {"body": b"BOOM" + good}])
+    assert [s[0] for s in statuses] == [200, 400]
+    assert "ZeroDivisionError" in bodies[1]["message"] and len(bodies[0]["predictions"]) == 2
