@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Compare maxBatchDelay values on the served endpoint, interleaved: one server per delay per round, in turn,
+# so that drift on a shared machine spreads over every delay instead of favouring whichever ran first.
+# Usage: loadtests/delay_sweep.sh [DELAYS_MS] [ROUNDS]     e.g. loadtests/delay_sweep.sh "1 2 3 5" 3
+# Needs `make archive` first. Writes under build/delay_sweep/ and prints one line per server run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+delays=${1:-"1 2 5"}
+rounds=${2:-3}
+out=build/delay_sweep
+PY=.venv/bin/python
+for d in $delays; do
+  mkdir -p "$out/d$d"
+  sed "s/^maxBatchDelay: .*/maxBatchDelay: $d/" model-config.yaml > "$out/d$d/model-config.yaml"
+  make -s archive MODEL_CONFIG="$out/d$d/model-config.yaml" MODEL_STORE="$out/d$d/store" STAGE="$out/d$d/stage/x" >/dev/null
+done
+for r in $(seq "$rounds"); do
+  for d in $delays; do
+    run="$out/d$d/round$r"
+    "$PY" -m loadtests.bench --skip stock --backends "" --concurrency 1,4,16 --duration 20 --warmup 4 \
+      --mar "$out/d$d/store/classifier.mar" --work-dir "$run/work" --out-dir "$run" > "$run.log" 2>&1 \
+      || echo "delay ${d} ms round $r: the bench failed, see $run.log"
+    "$PY" - "$run/benchmarks.json" "$d" "$r" <<'PY'
+import json, sys
+report = json.load(open(sys.argv[1]))
+levels = " | ".join(f"c{s['concurrency']} {s['rps']:.1f} req/s p50 {s['p50_ms']:.0f} p99 {s['p99_ms']:.0f}"
+                    for s in report["served"])
+print(f"delay {sys.argv[2]} ms round {sys.argv[3]}: {levels}", flush=True)
+PY
+  done
+done
