@@ -6,7 +6,8 @@ import math
 
 import pytest
 
-from loadtests.bench import best_batch, broken_levels, headline, parse_locust_stats, ratio, render_markdown, stock_handler
+from loadtests.bench import (best_batch, broken_levels, headline, parse_locust_stats, plot, ratio, render_markdown,
+                             stock_handler)
 from loadtests.contract import check, check_ours, check_stock
 
 HEADER = ("Type,Name,Request Count,Failure Count,Median Response Time,Average Response Time,Min Response Time,"
@@ -87,6 +88,18 @@ def test_render_markdown_with_a_server_left_out():
     r["headline"] = headline(RAW, r["served"], "eager")
     md = render_markdown(r)
     assert "| 1 | 16.0 | n/a | n/a |" in md
+
+
+def test_report_without_raw_backends(tmp_path):
+    """loadtests/delay_sweep.sh runs the bench with --backends "": served rows only, and the report still renders."""
+    r = report()
+    r["raw"] = []
+    r["headline"] = headline([], SERVED, "eager")
+    md = render_markdown(r)
+    assert "| 16 | 24.0 | 8.0 | 3.00× |" in md
+    assert "served / raw model = n/a of bs 1, n/a of the best batch size" in md
+    plot(r, tmp_path / "b.png")
+    assert (tmp_path / "b.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_stock_handler_is_the_stock_one_unless_the_model_has_too_few_classes():
