@@ -17,9 +17,11 @@ done
 for r in $(seq "$rounds"); do
   for d in $delays; do
     run="$out/d$d/round$r"
+    rm -rf "$run" "$run.log"  # never print a previous sweep's numbers
     "$PY" -m loadtests.bench --skip stock --backends "" --concurrency 1,4,16 --duration 20 --warmup 4 \
       --mar "$out/d$d/store/classifier.mar" --work-dir "$run/work" --out-dir "$run" > "$run.log" 2>&1 \
-      || echo "delay ${d} ms round $r: the bench failed, see $run.log"
+      || echo "delay ${d} ms round $r: the bench exited non-zero, see $run.log"
+    [ -f "$run/benchmarks.json" ] || continue
     "$PY" - "$run/benchmarks.json" "$d" "$r" <<'PY'
 import json, sys
 report = json.load(open(sys.argv[1]))
