@@ -12,7 +12,8 @@ PY=.venv/bin/python
 for d in $delays; do
   mkdir -p "$out/d$d"
   sed "s/^maxBatchDelay: .*/maxBatchDelay: $d/" model-config.yaml > "$out/d$d/model-config.yaml"
-  make -s archive MODEL_CONFIG="$out/d$d/model-config.yaml" MODEL_STORE="$out/d$d/store" STAGE="$out/d$d/stage/x" >/dev/null
+  make -s archive MODEL_CONFIG="$out/d$d/model-config.yaml" MODEL_STORE="$out/d$d/store" STAGE="$out/d$d/stage/x" \
+    > "$out/d$d/archive.log" 2>&1 || { echo "make archive failed for ${d} ms, see $out/d$d/archive.log"; exit 1; }
 done
 for r in $(seq "$rounds"); do
   for d in $delays; do
