@@ -2,7 +2,7 @@
 # Compare maxBatchDelay values on the served endpoint, interleaved: one server per delay per round, in turn,
 # so that drift on a shared machine spreads over every delay instead of favouring whichever ran first.
 # Usage: loadtests/delay_sweep.sh [DELAYS_MS] [ROUNDS]     e.g. loadtests/delay_sweep.sh "1 2 3 5" 3
-# Needs `make archive` first. Writes under build/delay_sweep/ and prints one line per server run.
+# Needs `make archive` first. Writes under build/delay_sweep/ and prints bench's summary line for each level.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 delays=${1:-"1 2 5"}
@@ -22,13 +22,7 @@ for r in $(seq "$rounds"); do
     "$PY" -m loadtests.bench --skip stock --backends "" --concurrency 1,4,16 --duration 20 --warmup 4 \
       --mar "$out/d$d/store/classifier.mar" --work-dir "$run/work" --out-dir "$run" > "$run.log" 2>&1 \
       || echo "delay ${d} ms round $r: the bench exited non-zero, see $run.log"
-    [ -f "$run/benchmarks.json" ] || continue
-    "$PY" - "$run/benchmarks.json" "$d" "$r" <<'PY'
-import json, sys
-report = json.load(open(sys.argv[1]))
-levels = " | ".join(f"c{s['concurrency']} {s['rps']:.1f} req/s p50 {s['p50_ms']:.0f} p99 {s['p99_ms']:.0f}"
-                    for s in report["served"])
-print(f"delay {sys.argv[2]} ms round {sys.argv[3]}: {levels}", flush=True)
-PY
+    # loadtests.bench already prints one summary line per level ("ours c=N: ... req/s, p50 ..."); label and show them
+    grep '^ours c=' "$run.log" | sed "s/^ours /delay ${d} ms round $r: /" || true
   done
 done
