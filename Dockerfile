@@ -7,7 +7,7 @@
 
 # ------------------------------------------------------------------ the files both images serve
 FROM scratch AS app
-# The handler travels inside the archive (handlers/ is packed into classifier.mar by `make archive`).
+# The handler travels inside the archive (handlers/ and the classifier/ core are packed into classifier.mar by `make archive`).
 COPY docker/config.properties docker/entrypoint.py /home/model-server/
 COPY model_store/classifier.mar /home/model-server/model-store/
 

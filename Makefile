@@ -1,5 +1,5 @@
 # Every target the README names. Each depends on `install`, so a fresh clone needs no manual step.
-.PHONY: install stubs train prepare archive serve stop test test-fast soak clean help FORCE image image-gpu run-image loadtest bench
+.PHONY: install lint format stubs train prepare archive serve stop test test-fast soak clean help FORCE image image-gpu run-image loadtest bench
 
 VENV      := .venv
 PY        := $(VENV)/bin/python
@@ -10,7 +10,7 @@ MODEL_CONFIG ?= model-config.yaml
 MAR       := $(MODEL_STORE)/classifier.mar
 STAGE     ?= build/mar-extra
 TRAIN_ARGS ?=
-# Inference backend packed by `make archive` (see handlers/backends.py and docs/optimization.md).
+# Inference backend packed by `make archive` (see classifier/backends.py and docs/optimization.md).
 BACKEND   ?= openvino-int8
 ONNX_FILES := $(if $(filter eager,$(BACKEND)),,$(MODEL_DIR)/model.onnx $(MODEL_DIR)/model.int8.onnx)
 PROTO     := serving/proto/inference.proto
@@ -67,12 +67,14 @@ archive: $(MAR)
 $(MODEL_DIR)/model.onnx $(MODEL_DIR)/model.int8.onnx &: $(MODEL_DIR)/model.pt2 | $(STAMP)
 	$(PY) -m training.export_onnx --model-dir $(MODEL_DIR)
 
-# The handler imports the `handlers` package, so it is staged as a folder inside the archive.
+# The handler imports the `handlers` adapter and the `classifier` core, so both are staged as
+# folders inside the archive: the .mar is self-contained (tests/integration/test_archive.py).
 # The archive always carries model.pt2, so any backend can fall back to eager.
 # FORCE: the backend is a make variable, so rebuild whenever archive is asked for.
-$(MAR): $(MODEL_DIR)/model.pt2 $(MODEL_DIR)/index_to_name.json $(ONNX_FILES) handlers/*.py $(MODEL_CONFIG) FORCE | $(STAMP)
-	rm -rf $(STAGE) && mkdir -p $(STAGE)/handlers $(MODEL_STORE)
+$(MAR): $(MODEL_DIR)/model.pt2 $(MODEL_DIR)/index_to_name.json $(ONNX_FILES) handlers/*.py classifier/*.py $(MODEL_CONFIG) FORCE | $(STAMP)
+	rm -rf $(STAGE) && mkdir -p $(STAGE)/handlers $(STAGE)/classifier $(MODEL_STORE)
 	cp handlers/*.py $(STAGE)/handlers/
+	cp classifier/*.py $(STAGE)/classifier/
 	$(if $(ONNX_FILES),cp $(ONNX_FILES) $(STAGE)/)
 	sed 's/^  backend: .*/  backend: $(BACKEND)/' $(MODEL_CONFIG) > $(STAGE)/../model-config.$(BACKEND).yaml
 	$(VENV)/bin/torch-model-archiver --force --model-name classifier --version 1.0 \
@@ -115,7 +117,16 @@ bench: $(MAR) | $(STAMP)
 	$(PY) -m loadtests.bench $(BENCH_ARGS)
 
 # ---------------------------------------------------------------- tests
-test: $(STAMP) $(STUBS)
+# ruff lint and format check (config in pyproject.toml); `make format` rewrites in place.
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(STAMP)
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+test: lint $(STAMP) $(STUBS)
 	$(PY) -m pytest
 
 test-fast: $(STAMP) $(STUBS)

@@ -28,6 +28,7 @@ workers and exits, then the wrapper returns. Stdlib only, so the image needs not
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -39,8 +40,16 @@ import urllib.request
 from pathlib import Path
 
 HOME = Path("/home/model-server")
-OVERRIDABLE = ("inference_address", "management_address", "metrics_address", "grpc_inference_address",
-               "grpc_inference_port", "grpc_management_address", "grpc_management_port", "load_models")
+OVERRIDABLE = (
+    "inference_address",
+    "management_address",
+    "metrics_address",
+    "grpc_inference_address",
+    "grpc_inference_port",
+    "grpc_management_address",
+    "grpc_management_port",
+    "load_models",
+)
 
 
 def read_properties(path: Path) -> dict[str, str]:
@@ -91,8 +100,11 @@ def serve(env: dict[str, str]) -> int:
     props = render_config(env)
     missing = missing_archives(props)
     if missing:
-        print(f"error: {', '.join(map(str, missing))} not found. Build it with `make archive` before `docker build`, "
-              f"or mount a folder holding it: -v $PWD/model_store:{HOME / 'model-store'}", file=sys.stderr)
+        print(
+            f"error: {', '.join(map(str, missing))} not found. Build it with `make archive` before `docker build`, "
+            f"or mount a folder holding it: -v $PWD/model_store:{HOME / 'model-store'}",
+            file=sys.stderr,
+        )
         return 2
     work = workdir(env)
     tmp, logs = work / "tmp", Path(env.get("LOG_LOCATION", HOME / "logs"))
@@ -114,17 +126,18 @@ def serve(env: dict[str, str]) -> int:
         try:  # the Java frontend stops its workers; fall back to the whole group before it has started
             os.kill(int(pid_file.read_text().split()[0]), signal.SIGTERM)
         except (FileNotFoundError, ValueError, IndexError, ProcessLookupError):
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
     child_env = {**env, "TMPDIR": str(tmp), "LOG_LOCATION": str(logs), "METRICS_LOCATION": str(logs)}
     # Its own process group, so that whatever is left at the end can be killed at once.
-    proc = subprocess.Popen([torchserve_bin(), "--start", "--foreground", "--ncs", "--ts-config", str(config),
-                             "--model-store", props["model_store"]], env=child_env, start_new_session=True)
+    proc = subprocess.Popen(
+        [torchserve_bin(), "--start", "--foreground", "--ncs", "--ts-config", str(config), "--model-store", props["model_store"]],
+        env=child_env,
+        start_new_session=True,
+    )
     if stop_requested:  # a signal that arrived while the process was being created
         request_stop(signal.SIGTERM, None)
     status = proc.wait()

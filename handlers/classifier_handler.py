@@ -1,12 +1,12 @@
 """TorchServe handler: image bytes -> top-2 classes and embedding statistics.
 
-TorchServe requires this module to define exactly one class: helpers live in
-``handlers.requests``.
+TorchServe requires this module to define exactly one class: reading a request lives in
+``handlers.requests``, and everything else in the server-free core package ``classifier``.
 
 Each request in a batch is decoded and validated on its own: a bad item gets
 its own 4xx status and JSON error (``context.set_response_status(code, msg, idx)``)
-while the rest of the batch is served. The heavy lifting lives in pure modules:
-``handlers.preprocessing``, ``handlers.postprocessing`` and ``handlers.backends``.
+while the rest of the batch is served. The heavy lifting lives in the core's pure modules:
+``classifier.preprocessing``, ``classifier.postprocessing`` and ``classifier.backends``.
 """
 
 from __future__ import annotations
@@ -15,17 +15,19 @@ import json
 import logging
 import os
 import random
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 from ts.torch_handler.base_handler import BaseHandler
 
-from handlers.backends import load_backend, select_device
-from handlers.postprocessing import embedding_stats, error_body, top_k_predictions
-from handlers.preprocessing import CropBox, ImageDecodeError, PreprocessConfig, preprocess_bytes
-from handlers.requests import HandlerSettings, RequestError, extract_image, find_seed, parse_seed
+from classifier.backends import load_backend, select_device
+from classifier.postprocessing import embedding_stats, error_body, top_k_predictions
+from classifier.preprocessing import CropBox, ImageDecodeError, PreprocessConfig, preprocess_bytes
+from classifier.settings import HandlerSettings
+from handlers.requests import RequestError, extract_image, find_seed, parse_seed
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +41,8 @@ class ClassifierHandler(BaseHandler):
         self.device = select_device(props.get("gpu_id"), torch.cuda.is_available())
         metadata = json.loads((model_dir / "metadata.json").read_text())
         self.preprocess_config = PreprocessConfig.from_dict(
-            {**metadata["preprocessing"], "max_image_pixels": self.settings.max_image_pixels})
+            {**metadata["preprocessing"], "max_image_pixels": self.settings.max_image_pixels}
+        )
         names = json.loads((model_dir / "index_to_name.json").read_text())
         self.labels = {int(k): v for k, v in names.items()}
         self.pool = ThreadPoolExecutor(self.settings.threads, thread_name_prefix="preprocess")
@@ -47,8 +50,13 @@ class ClassifierHandler(BaseHandler):
         # One warm-up pass so the first client does not pay for lazy initialisation.
         size = self.preprocess_config.input_size
         self.backend(torch.zeros(1, 3, size, size))
-        logger.info("classifier ready: backend=%s device=%s threads=%d crop_mode=%s",
-                    self.backend.name, self.device, self.settings.threads, self.settings.crop_mode)
+        logger.info(
+            "classifier ready: backend=%s device=%s threads=%d crop_mode=%s",
+            self.backend.name,
+            self.device,
+            self.settings.threads,
+            self.settings.crop_mode,
+        )
         self.initialized = True
 
     def preprocess(self, data: list[Mapping[str, Any]]) -> list[tuple[torch.Tensor, dict] | RequestError]:

@@ -1,11 +1,9 @@
-"""Reading one TorchServe request, and the handler's settings: pure and server-free."""
+"""Reading one TorchServe request: the image bytes and the optional seed. Pure and server-free."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Mapping
-
-from handlers.preprocessing import PreprocessConfig
+from collections.abc import Mapping
+from typing import Any
 
 # Request fields that may carry the image: the raw body ("body" for curl -T /
 # --data-binary), a multipart form field, or a gRPC input map entry.
@@ -22,37 +20,8 @@ class RequestError(ValueError):
         self.code = code
 
 
-@dataclass(frozen=True)
-class HandlerSettings:
-    """The ``handler:`` section of model-config.yaml."""
-
-    backend: str = "eager"
-    crop_mode: str = "random"
-    threads: int = 0  # 0: cores / workers
-    max_image_pixels: int = PreprocessConfig.max_image_pixels
-    # Below the frontend's max_request_size, so an oversized upload gets a 413 with a
-    # reason; above that limit TorchServe can only reset the connection.
-    max_body_bytes: int = 10 * 2**20
-    topk: int = 2
-
-    @classmethod
-    def from_model_config(cls, model_yaml: Mapping[str, Any] | None, cpu_count: int) -> "HandlerSettings":
-        model_yaml = model_yaml or {}
-        section = dict(model_yaml.get("handler") or {})
-        unknown = set(section) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"unknown handler settings {sorted(unknown)}; valid: {sorted(cls.__dataclass_fields__)}")
-        settings = cls(**section)
-        if settings.crop_mode not in ("random", "center"):
-            raise ValueError(f"Invalid crop_mode {settings.crop_mode!r}. Only 'random' and 'center' are supported.")
-        if settings.threads <= 0:
-            workers = int(model_yaml.get("minWorkers", 1) or 1)
-            settings = cls(**{**section, "threads": max(1, cpu_count // workers)})
-        return settings
-
-
 def parse_seed(value: Any) -> int | None:
-    """The optional ``seed`` request parameter (query string or gRPC input) as an int."""
+    """The optional ``seed`` request parameter (form field, header or gRPC input) as an int."""
     if value is None:
         return None
     text = value.decode("utf-8", "replace") if isinstance(value, (bytes, bytearray)) else str(value)
@@ -86,15 +55,18 @@ def extract_image(request: Mapping[str, Any], max_bytes: int | None = None) -> b
             value = request[field]
             break
     else:
-        raise RequestError(f"no image in the request: send the image as the body (curl -T img.png) "
-                           f"or as a form field named one of {list(IMAGE_FIELDS)}")
+        raise RequestError(
+            f"no image in the request: send the image as the body (curl -T img.png) "
+            f"or as a form field named one of {list(IMAGE_FIELDS)}"
+        )
     if isinstance(value, (bytes, bytearray)):
         if max_bytes is not None and len(value) > max_bytes:
             raise RequestError(f"image body is {len(value)} bytes, over the limit of {max_bytes} bytes", 413)
         return bytes(value)
     if isinstance(value, (dict, list)):
-        raise RequestError("request body is JSON; send the raw image bytes (curl -T img.png URL) "
-                           "or a multipart form field 'data'", 415)
+        raise RequestError(
+            "request body is JSON; send the raw image bytes (curl -T img.png URL) or a multipart form field 'data'", 415
+        )
     if isinstance(value, str):
         raise RequestError("request body is text, not an image; send the raw image bytes", 415)
     raise RequestError(f"unsupported request payload of type {type(value).__name__}")

@@ -3,7 +3,7 @@
     make bench                                      # python -m loadtests.bench
     python -m loadtests.bench --duration 5 --warmup 2 --raw-seconds 3 --out-dir build/bench-short   # a quick check
 
-1. Raw model: the served artifact (build/model/model.pt2) through handlers.backends.load_backend, in-process,
+1. Raw model: the served artifact (build/model/model.pt2) through classifier.backends.load_backend, in-process,
    with ``--threads`` torch threads, at every ``--batch-sizes`` (images/s). ``--backends`` picks which backends.
 2. Ours: model_store/classifier.mar on a private TorchServe (config.properties, free loopback ports), loaded
    by the real locust (headless, subprocess) at each ``--concurrency`` for ``--duration`` s after a ``--warmup``.
@@ -33,10 +33,9 @@ import zipfile
 from pathlib import Path
 
 import psutil
-
 import yaml
 
-from handlers.backends import BACKENDS
+from classifier.backends import BACKENDS
 from serving.launcher import REPO, TorchServeProcess, free_port
 
 LOCUSTFILE = REPO / "loadtests" / "locustfile.py"
@@ -49,6 +48,7 @@ STOP_TIMEOUT_S = 60
 
 
 # ---------------------------------------------------------------- pure helpers (unit-tested)
+
 
 def parse_locust_stats(path: Path) -> dict:
     """The ``Aggregated`` row of locust's ``*_stats.csv``: counts, throughput and latency percentiles in ms.
@@ -66,9 +66,16 @@ def parse_locust_stats(path: Path) -> dict:
         return None if value in ("", "N/A") else float(value)
 
     requests = int(row["Request Count"])
-    return {"requests": requests, "failures": int(row["Failure Count"]), "rps": number("Requests/s") if requests else None,
-            "p50_ms": number("50%"), "p95_ms": number("95%"), "p99_ms": number("99%"),
-            "avg_ms": number("Average Response Time"), "max_ms": number("Max Response Time")}
+    return {
+        "requests": requests,
+        "failures": int(row["Failure Count"]),
+        "rps": number("Requests/s") if requests else None,
+        "p50_ms": number("50%"),
+        "p95_ms": number("95%"),
+        "p99_ms": number("99%"),
+        "avg_ms": number("Average Response Time"),
+        "max_ms": number("Max Response Time"),
+    }
 
 
 def ratio(numerator: float | None, denominator: float | None) -> float | None:
@@ -94,11 +101,15 @@ def headline(raw: list[dict], served: list[dict], served_backend: str) -> list[d
     rows = []
     for c in sorted({r["concurrency"] for r in served}):
         ours, stock = find(served, server="ours", concurrency=c) or {}, find(served, server="stock", concurrency=c) or {}
-        rows.append({"concurrency": c,
-                     "throughput_ours_over_stock": ratio(ours.get("rps"), stock.get("rps")),
-                     "p99_stock_over_ours": ratio(stock.get("p99_ms"), ours.get("p99_ms")),
-                     "served_over_raw_bs1": ratio(ours.get("rps"), bs1 and bs1["images_per_s"]),
-                     "served_over_raw_best": ratio(ours.get("rps"), best and best["images_per_s"])})
+        rows.append(
+            {
+                "concurrency": c,
+                "throughput_ours_over_stock": ratio(ours.get("rps"), stock.get("rps")),
+                "p99_stock_over_ours": ratio(stock.get("p99_ms"), ours.get("p99_ms")),
+                "served_over_raw_bs1": ratio(ours.get("rps"), bs1 and bs1["images_per_s"]),
+                "served_over_raw_best": ratio(ours.get("rps"), best and best["images_per_s"]),
+            }
+        )
     return rows
 
 
@@ -143,8 +154,10 @@ def render_markdown(report: dict) -> str:
         def pct(r: dict) -> str:
             return " / ".join(_f(r.get(p), ".0f") for p in ("p50_ms", "p95_ms", "p99_ms"))
 
-        lines.append(f"| {c} | {_f(o.get('rps'))} | {_f(k.get('rps'))} | {_f(h['throughput_ours_over_stock'], '.2f', '×')} "
-                     f"| {pct(o)} | {pct(k)} | {o.get('failures', 'n/a')} / {k.get('failures', 'n/a')} |")
+        lines.append(
+            f"| {c} | {_f(o.get('rps'))} | {_f(k.get('rps'))} | {_f(h['throughput_ours_over_stock'], '.2f', '×')} "
+            f"| {pct(o)} | {pct(k)} | {o.get('failures', 'n/a')} / {k.get('failures', 'n/a')} |"
+        )
     lines += [
         "",
         f"## Raw model (in-process, {s['threads']} torch threads, random 3×{s['input_size']}×{s['input_size']} input)",
@@ -158,13 +171,19 @@ def render_markdown(report: dict) -> str:
         lines.append(f"| {backend} | " + " | ".join(cells) + f" | {_f(best['images_per_s'])} at bs {best['batch_size']} |")
     lines += ["", "## Headline", ""]
     for h in report["headline"]:
-        lines.append(f"- concurrency {h['concurrency']}: "
-                     f"throughput ours / stock = **{_f(h['throughput_ours_over_stock'], '.2f', '×')}**, "
-                     f"p99 stock / ours = {_f(h['p99_stock_over_ours'], '.2f', '×')}; "
-                     f"served / raw model = {_f(h['served_over_raw_bs1'], '.0%')} of bs 1, "
-                     f"{_f(h['served_over_raw_best'], '.0%')} of the best batch size.")
-    lines += ["", "![throughput and p99 latency against concurrency](benchmarks.png)", "",
-              "Raw numbers: [benchmarks.json](benchmarks.json). Methodology and commands: README, *Load tests and benchmarks*."]
+        lines.append(
+            f"- concurrency {h['concurrency']}: "
+            f"throughput ours / stock = **{_f(h['throughput_ours_over_stock'], '.2f', '×')}**, "
+            f"p99 stock / ours = {_f(h['p99_stock_over_ours'], '.2f', '×')}; "
+            f"served / raw model = {_f(h['served_over_raw_bs1'], '.0%')} of bs 1, "
+            f"{_f(h['served_over_raw_best'], '.0%')} of the best batch size."
+        )
+    lines += [
+        "",
+        "![throughput and p99 latency against concurrency](benchmarks.png)",
+        "",
+        "Raw numbers: [benchmarks.json](benchmarks.json). Methodology and commands: README, *Load tests and benchmarks*.",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -204,6 +223,7 @@ def plot(report: dict, path: Path) -> None:
 
 # ---------------------------------------------------------------- machine
 
+
 def machine() -> dict:
     cpu = platform.processor() or platform.machine()
     try:
@@ -213,9 +233,14 @@ def machine() -> dict:
                 break
     except OSError:
         pass
-    return {"cpu": cpu, "cores": psutil.cpu_count(logical=True), "physical_cores": psutil.cpu_count(logical=False),
-            "ram_gib": psutil.virtual_memory().total / 2**30, "os": platform.platform(terse=True),
-            "python": platform.python_version()}
+    return {
+        "cpu": cpu,
+        "cores": psutil.cpu_count(logical=True),
+        "physical_cores": psutil.cpu_count(logical=False),
+        "ram_gib": psutil.virtual_memory().total / 2**30,
+        "os": platform.platform(terse=True),
+        "python": platform.python_version(),
+    }
 
 
 def versions() -> dict:
@@ -232,11 +257,12 @@ def versions() -> dict:
 
 # ---------------------------------------------------------------- 1. raw model
 
+
 def measure_raw(kind: str, model_dir: Path, batch_sizes: list[int], seconds: float, threads: int, input_size: int) -> list[dict]:
     """Images/s of ``load_backend(kind, model_dir, cpu)`` at each batch size: 1 warm-up call, then ``seconds`` of calls."""
     import torch
 
-    from handlers.backends import load_backend
+    from classifier.backends import load_backend
 
     torch.set_num_threads(threads)
     backend = load_backend(kind, model_dir, torch.device("cpu"))
@@ -257,11 +283,18 @@ def measure_raw(kind: str, model_dir: Path, batch_sizes: list[int], seconds: flo
 
 # ---------------------------------------------------------------- 2 and 3. servers under locust
 
+
 def loopback_overrides(store: Path, load_models: str) -> dict[str, str]:
     """Free loopback ports for every listener, so the bench never collides with `make serve` or the tests."""
-    return {"inference_address": f"http://127.0.0.1:{free_port()}", "management_address": f"http://127.0.0.1:{free_port()}",
-            "metrics_address": f"http://127.0.0.1:{free_port()}", "grpc_inference_port": str(free_port()),
-            "grpc_management_port": str(free_port()), "model_store": str(store.resolve()), "load_models": load_models}
+    return {
+        "inference_address": f"http://127.0.0.1:{free_port()}",
+        "management_address": f"http://127.0.0.1:{free_port()}",
+        "metrics_address": f"http://127.0.0.1:{free_port()}",
+        "grpc_inference_port": str(free_port()),
+        "grpc_management_port": str(free_port()),
+        "model_store": str(store.resolve()),
+        "load_models": load_models,
+    }
 
 
 def stock_handler(num_classes: int) -> str:
@@ -281,28 +314,73 @@ def build_stock_archive(model_dir: Path, work: Path) -> tuple[Path, str]:
     try:  # fail here with a clear message rather than in a TorchServe worker that retries forever
         resnet50(num_classes=len(labels)).load_state_dict(backbone)
     except RuntimeError as exc:
-        raise SystemExit(f"error: the stock baseline needs a ResNet50 model in {model_dir}; its weights do not fit: {exc}")
+        raise SystemExit(
+            f"error: the stock baseline needs a ResNet50 model in {model_dir}; its weights do not fit: {exc}"
+        ) from None
     weights = work / "resnet50_backbone.pth"
     torch.save(backbone, weights)
     store = work / "model_store"
     store.mkdir(exist_ok=True)
     handler = stock_handler(len(labels))
     archiver = Path(sys.executable).parent / "torch-model-archiver"
-    subprocess.run([str(archiver) if archiver.exists() else "torch-model-archiver", "--force", "--model-name", "stock",
-                    "--version", "1.0", "--model-file", str(STOCK_DIR / "stock_resnet50.py"), "--serialized-file", str(weights),
-                    "--handler", handler, "--extra-files", str(model_dir / "index_to_name.json"), "--export-path", str(store)],
-                   check=True)
+    subprocess.run(
+        [
+            str(archiver) if archiver.exists() else "torch-model-archiver",
+            "--force",
+            "--model-name",
+            "stock",
+            "--version",
+            "1.0",
+            "--model-file",
+            str(STOCK_DIR / "stock_resnet50.py"),
+            "--serialized-file",
+            str(weights),
+            "--handler",
+            handler,
+            "--extra-files",
+            str(model_dir / "index_to_name.json"),
+            "--export-path",
+            str(store),
+        ],
+        check=True,
+    )
     return store / "stock.mar", handler
 
 
-def run_locust(host: str, users: int, seconds: float, image_dir: Path, model: str, response_format: str,
-               csv_prefix: Path) -> dict:
+def run_locust(
+    host: str, users: int, seconds: float, image_dir: Path, model: str, response_format: str, csv_prefix: Path
+) -> dict:
     """One headless locust run; returns the Aggregated row of its stats CSV."""
     csv_prefix.parent.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "--only-summary", "--loglevel", "WARNING",
-           "-u", str(users), "-r", str(users), "-t", f"{max(1, round(seconds))}s", "--stop-timeout", str(STOP_TIMEOUT_S),
-           "--host", host, "--csv", str(csv_prefix),
-           "--image-dir", str(image_dir), "--model-name", model, "--response-format", response_format]
+    cmd = [
+        sys.executable,
+        "-m",
+        "locust",
+        "-f",
+        str(LOCUSTFILE),
+        "--headless",
+        "--only-summary",
+        "--loglevel",
+        "WARNING",
+        "-u",
+        str(users),
+        "-r",
+        str(users),
+        "-t",
+        f"{max(1, round(seconds))}s",
+        "--stop-timeout",
+        str(STOP_TIMEOUT_S),
+        "--host",
+        host,
+        "--csv",
+        str(csv_prefix),
+        "--image-dir",
+        str(image_dir),
+        "--model-name",
+        model,
+        "--response-format",
+        response_format,
+    ]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=seconds + STOP_TIMEOUT_S + 120)
     stats = Path(f"{csv_prefix}_stats.csv")
@@ -319,16 +397,21 @@ def measure_server(name: str, ts: TorchServeProcess, model: str, response_format
     rows = []
     for users in args.concurrency:
         if args.warmup > 0:
-            run_locust(ts.inference_url, users, args.warmup, args.image_dir, model, response_format,
-                       work / "warmup" / f"c{users}")
+            run_locust(
+                ts.inference_url, users, args.warmup, args.image_dir, model, response_format, work / "warmup" / f"c{users}"
+            )
         result = run_locust(ts.inference_url, users, args.duration, args.image_dir, model, response_format, work / f"c{users}")
         rows.append({"server": name, "concurrency": users, **result})
-        print(f"{name} c={users}: {_f(result['rps'])} req/s, p50 {_f(result['p50_ms'], '.0f')} ms, "
-              f"p99 {_f(result['p99_ms'], '.0f')} ms, {result['failures']} failed of {result['requests']}", flush=True)
+        print(
+            f"{name} c={users}: {_f(result['rps'])} req/s, p50 {_f(result['p50_ms'], '.0f')} ms, "
+            f"p99 {_f(result['p99_ms'], '.0f')} ms, {result['failures']} failed of {result['requests']}",
+            flush=True,
+        )
     return rows
 
 
 # ---------------------------------------------------------------- main
+
 
 def archive_backend(mar: Path) -> str:
     """The backend a .mar asks for: its own model-config (named in MAR-INF/MANIFEST.json), not the repo's template."""
@@ -349,16 +432,28 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--concurrency", type=int_list, default=[1, 4, 16], help="locust users per level (default: 1,4,16)")
     p.add_argument("--batch-sizes", type=int_list, default=[1, 4, 8, 16], help="raw-model batch sizes (default: 1,4,8,16)")
     p.add_argument("--raw-seconds", type=float, default=6, help="seconds per raw-model batch size (default: 6)")
-    p.add_argument("--backends", default=",".join(BACKENDS),
-                   help=f"comma-separated handlers.backends kinds for the raw model (default: {','.join(BACKENDS)})")
+    p.add_argument(
+        "--backends",
+        default=",".join(BACKENDS),
+        help=f"comma-separated classifier.backends kinds for the raw model (default: {','.join(BACKENDS)})",
+    )
     p.add_argument("--threads", type=int, default=2, help="torch threads for the raw model (default: 2)")
     p.add_argument("--model-dir", type=Path, default=REPO / "build" / "model", help="the served artifact (default: build/model)")
-    p.add_argument("--mar", type=Path, default=REPO / "model_store" / "classifier.mar",
-                   help="our archive (default: model_store/classifier.mar)")
-    p.add_argument("--image-dir", type=Path, default=REPO / "build" / "loadtest_images",
-                   help="images to post; generated when missing (default: build/loadtest_images)")
-    p.add_argument("--work-dir", type=Path, default=REPO / "build" / "bench",
-                   help="servers, archives, CSVs (default: build/bench)")
+    p.add_argument(
+        "--mar",
+        type=Path,
+        default=REPO / "model_store" / "classifier.mar",
+        help="our archive (default: model_store/classifier.mar)",
+    )
+    p.add_argument(
+        "--image-dir",
+        type=Path,
+        default=REPO / "build" / "loadtest_images",
+        help="images to post; generated when missing (default: build/loadtest_images)",
+    )
+    p.add_argument(
+        "--work-dir", type=Path, default=REPO / "build" / "bench", help="servers, archives, CSVs (default: build/bench)"
+    )
     p.add_argument("--out-dir", type=Path, default=REPO / "docs", help="where benchmarks.md/.json/.png go (default: docs)")
     p.add_argument("--skip", choices=SERVERS, action="append", default=[], help="leave out a server (repeatable)")
     return p
@@ -384,8 +479,11 @@ def main(args: argparse.Namespace) -> dict:
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     started = dt.datetime.now().astimezone()
 
-    raw = [row for kind in backends
-           for row in measure_raw(kind, args.model_dir, args.batch_sizes, args.raw_seconds, args.threads, input_size)]
+    raw = [
+        row
+        for kind in backends
+        for row in measure_raw(kind, args.model_dir, args.batch_sizes, args.raw_seconds, args.threads, input_size)
+    ]
 
     served, handler = [], "image_classifier"
     if "ours" not in args.skip:
@@ -395,8 +493,9 @@ def main(args: argparse.Namespace) -> dict:
     if "stock" not in args.skip:
         mar, handler = build_stock_archive(args.model_dir, args.work_dir / "stock")
         overrides = loopback_overrides(mar.parent, "stock=stock.mar")
-        stock_server = TorchServeProcess(STOCK_DIR / "config.properties", args.work_dir / "stock" / "server", overrides,
-                                         model="stock")
+        stock_server = TorchServeProcess(
+            STOCK_DIR / "config.properties", args.work_dir / "stock" / "server", overrides, model="stock"
+        )
         with stock_server as ts:
             served += measure_server("stock", ts, "stock", "stock", args, args.work_dir / "stock" / "locust")
 
@@ -405,10 +504,19 @@ def main(args: argparse.Namespace) -> dict:
         "command": shlex.join(["python", "-m", "loadtests.bench", *sys.argv[1:]]),
         "machine": machine(),
         "versions": versions(),
-        "settings": {"duration_s": args.duration, "warmup_s": args.warmup, "concurrency": args.concurrency,
-                     "batch_sizes": args.batch_sizes, "raw_seconds": args.raw_seconds, "threads": args.threads,
-                     "backends": backends, "served_backend": served_backend, "input_size": input_size, "images": images,
-                     "stock_handler": Path(handler).name if handler != "image_classifier" else handler},
+        "settings": {
+            "duration_s": args.duration,
+            "warmup_s": args.warmup,
+            "concurrency": args.concurrency,
+            "batch_sizes": args.batch_sizes,
+            "raw_seconds": args.raw_seconds,
+            "threads": args.threads,
+            "backends": backends,
+            "served_backend": served_backend,
+            "input_size": input_size,
+            "images": images,
+            "stock_handler": Path(handler).name if handler != "image_classifier" else handler,
+        },
         "raw": raw,
         "served": served,
         "headline": headline(raw, served, served_backend),
@@ -423,8 +531,11 @@ def main(args: argparse.Namespace) -> dict:
 
 def broken_levels(served: list[dict]) -> list[str]:
     """Levels that must not be published: a failed request, or no request completed."""
-    return [f"{r['server']} c={r['concurrency']}: {r['failures']} failed of {r['requests']}"
-            for r in served if r["failures"] or not r["requests"]]
+    return [
+        f"{r['server']} c={r['concurrency']}: {r['failures']} failed of {r['requests']}"
+        for r in served
+        if r["failures"] or not r["requests"]
+    ]
 
 
 if __name__ == "__main__":

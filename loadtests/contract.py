@@ -28,7 +28,7 @@ def check_ours(body: Any, topk: int = 2) -> str | None:
             return f"prediction without a label: {p!r:.120}"
         if not _probability(p.get("probability")):
             return f"probability not in [0, 1]: {p!r:.120}"
-    if any(a["probability"] < b["probability"] for a, b in zip(preds, preds[1:])):
+    if any(a["probability"] < b["probability"] for a, b in zip(preds, preds[1:], strict=False)):
         return "predictions not sorted by probability"
     emb = body.get("embedding")
     if not isinstance(emb, dict):

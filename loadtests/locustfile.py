@@ -27,15 +27,26 @@ _next_payload = itertools.count()
 
 @events.init_command_line_parser.add_listener
 def add_arguments(parser) -> None:
-    parser.add_argument("--image-dir", default="build/loadtest_images",
-                        help="folder of PNG/JPEG images to post, searched recursively (default: build/loadtest_images)")
+    parser.add_argument(
+        "--image-dir",
+        default="build/loadtest_images",
+        help="folder of PNG/JPEG images to post, searched recursively (default: build/loadtest_images)",
+    )
     parser.add_argument("--model-name", default="classifier", help="TorchServe model name (default: classifier)")
-    parser.add_argument("--protocol", choices=("http", "grpc"), default="http",
-                        help="http: POST /predictions over --host; grpc: Predictions over --grpc-host/--grpc-port (default: http)")
+    parser.add_argument(
+        "--protocol",
+        choices=("http", "grpc"),
+        default="http",
+        help="http: POST /predictions over --host; grpc: Predictions over --grpc-host/--grpc-port (default: http)",
+    )
     parser.add_argument("--grpc-host", default="127.0.0.1", help="gRPC inference host (default: 127.0.0.1)")
     parser.add_argument("--grpc-port", type=int, default=7070, help="gRPC inference port (default: 7070)")
-    parser.add_argument("--response-format", choices=FORMATS, default="ours",
-                        help="ours: top-2 + embedding stats; stock: TorchServe image_classifier's {label: prob} (default: ours)")
+    parser.add_argument(
+        "--response-format",
+        choices=FORMATS,
+        default="ours",
+        help="ours: top-2 + embedding stats; stock: TorchServe image_classifier's {label: prob} (default: ours)",
+    )
 
 
 def load_payloads(image_dir: str | Path) -> list[tuple[str, bytes, str]]:
@@ -66,8 +77,9 @@ class ClassifierUser(FastHttpUser):
     def classify(self) -> None:
         name, body, content_type = PAYLOADS[next(_next_payload) % len(PAYLOADS)]
         # One entry name for all images, so the stats table has one row per endpoint, not per file.
-        with self.client.post(self.path, data=body, headers={"Content-Type": content_type},
-                              name=self.path, catch_response=True) as resp:
+        with self.client.post(
+            self.path, data=body, headers={"Content-Type": content_type}, name=self.path, catch_response=True
+        ) as resp:
             if resp.status_code != 200:
                 resp.failure(f"HTTP {resp.status_code} for {name}: {(resp.text or '')[:200]}")
                 return
@@ -87,8 +99,8 @@ class GrpcClassifierUser(User):
     """The same closed loop over TorchServe's gRPC Predictions call (serving.grpc_client), validated the same way."""
 
     def on_start(self) -> None:
-        from serving.grpc_client import channel, predictions_request  # generated stubs: only needed for gRPC runs
         from serving._generated import inference_pb2_grpc
+        from serving.grpc_client import channel, predictions_request  # generated stubs: only needed for gRPC runs
 
         opts = self.environment.parsed_options
         self.model, self.response_format = opts.model_name, opts.response_format
@@ -117,9 +129,14 @@ class GrpcClassifierUser(User):
             exception = from_rpc_error(error)
         except PredictionError as error:
             exception = error
-        self.environment.events.request.fire(request_type="grpc", name=f"Predictions/{self.model}",
-                                             response_time=(time.perf_counter() - start) * 1000,
-                                             response_length=length, exception=exception, context={})
+        self.environment.events.request.fire(
+            request_type="grpc",
+            name=f"Predictions/{self.model}",
+            response_time=(time.perf_counter() - start) * 1000,
+            response_length=length,
+            exception=exception,
+            context={},
+        )
 
 
 @events.init.add_listener

@@ -61,9 +61,14 @@ def main() -> None:
     args = parser.parse_args()
 
     bodies = payloads()
-    overrides = {"inference_address": f"http://127.0.0.1:{free_port()}", "management_address": f"http://127.0.0.1:{free_port()}",
-                 "metrics_address": f"http://127.0.0.1:{free_port()}", "grpc_inference_port": str(free_port()),
-                 "grpc_management_port": str(free_port()), "model_store": str(REPO / "model_store")}
+    overrides = {
+        "inference_address": f"http://127.0.0.1:{free_port()}",
+        "management_address": f"http://127.0.0.1:{free_port()}",
+        "metrics_address": f"http://127.0.0.1:{free_port()}",
+        "grpc_inference_port": str(free_port()),
+        "grpc_management_port": str(free_port()),
+        "model_store": str(REPO / "model_store"),
+    }
     with TorchServeProcess(REPO / "config.properties", REPO / "build" / "soak_server", overrides) as ts:
         url = f"{ts.inference_url}/predictions/classifier"
         [worker] = model_workers(ts.management_url, "classifier")
@@ -102,7 +107,8 @@ def main() -> None:
     lines = [
         "# Soak: memory under sustained load",
         "",
-        f"Measured {dt.date.today()} on {platform.node()} ({psutil.cpu_count()} CPUs, {psutil.virtual_memory().total / 2**30:.0f} GiB), "
+        f"Measured {dt.date.today()} on {platform.node()} "
+        f"({psutil.cpu_count()} CPUs, {psutil.virtual_memory().total / 2**30:.0f} GiB), "
         f"model `model_store/classifier.mar`, {args.clients} closed-loop clients over loopback for {args.duration:.0f} s.",
         "",
         "Reproduce: `make soak` (`python -m loadtests.soak --duration 300 --clients 4`).",
@@ -110,7 +116,8 @@ def main() -> None:
         f"- requests: {total} ({counts['ok']} OK, {counts['failed']} failed), {total / args.duration:.1f} req/s",
         f"- worker RSS: {steady[0][1]:.0f} MB at {steady[0][0]:.0f} s, {samples[-1][1]:.0f} MB at the end; "
         f"slope after {args.warmup:.0f} s warm-up: **{worker_slope:+.2f} MB/min**",
-        f"- frontend (Java) RSS: {steady[0][2]:.0f} MB at {steady[0][0]:.0f} s, {samples[-1][2]:.0f} MB at the end; slope {frontend_slope:+.2f} MB/min",
+        f"- frontend (Java) RSS: {steady[0][2]:.0f} MB at {steady[0][0]:.0f} s, {samples[-1][2]:.0f} MB at the end; "
+        f"slope {frontend_slope:+.2f} MB/min",
         f"- the same worker process served the whole run: {'yes' if same_worker else 'NO'}",
         "",
         "| t (s) | worker RSS (MB) | frontend RSS (MB) | OK | failed |",

@@ -42,11 +42,20 @@ MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 
 
 # TorchServe's own HTTP -> gRPC table (org.pytorch.serve.util.GRPCUtils), for error bodies.
-HTTP_TO_GRPC = {400: grpc.StatusCode.INVALID_ARGUMENT, 401: grpc.StatusCode.UNAUTHENTICATED,
-                403: grpc.StatusCode.PERMISSION_DENIED, 404: grpc.StatusCode.NOT_FOUND, 409: grpc.StatusCode.ABORTED,
-                413: grpc.StatusCode.RESOURCE_EXHAUSTED, 429: grpc.StatusCode.RESOURCE_EXHAUSTED,
-                416: grpc.StatusCode.OUT_OF_RANGE, 499: grpc.StatusCode.CANCELLED, 501: grpc.StatusCode.UNIMPLEMENTED,
-                503: grpc.StatusCode.UNAVAILABLE, 504: grpc.StatusCode.DEADLINE_EXCEEDED}
+HTTP_TO_GRPC = {
+    400: grpc.StatusCode.INVALID_ARGUMENT,
+    401: grpc.StatusCode.UNAUTHENTICATED,
+    403: grpc.StatusCode.PERMISSION_DENIED,
+    404: grpc.StatusCode.NOT_FOUND,
+    409: grpc.StatusCode.ABORTED,
+    413: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    429: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    416: grpc.StatusCode.OUT_OF_RANGE,
+    499: grpc.StatusCode.CANCELLED,
+    501: grpc.StatusCode.UNIMPLEMENTED,
+    503: grpc.StatusCode.UNAVAILABLE,
+    504: grpc.StatusCode.DEADLINE_EXCEEDED,
+}
 
 
 class PredictionError(Exception):
@@ -84,8 +93,7 @@ def from_rpc_error(error: grpc.RpcError) -> PredictionError:
 
 
 def channel(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> grpc.Channel:
-    options = [("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-               ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES)]
+    options = [("grpc.max_send_message_length", MAX_MESSAGE_BYTES), ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES)]
     return grpc.insecure_channel(f"{host}:{port}", options=options)
 
 
@@ -97,8 +105,14 @@ def predictions_request(image: bytes, seed: int | None = None, model: str = DEFA
     return inference_pb2.PredictionsRequest(model_name=model, input=inputs)
 
 
-def predict(image: bytes, seed: int | None = None, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
-            model: str = DEFAULT_MODEL, timeout: float = DEFAULT_TIMEOUT) -> dict[str, Any]:
+def predict(
+    image: bytes,
+    seed: int | None = None,
+    host: str = DEFAULT_HOST,
+    port: int = DEFAULT_PORT,
+    model: str = DEFAULT_MODEL,
+    timeout: float = DEFAULT_TIMEOUT,
+) -> dict[str, Any]:
     """Classify one encoded image; the parsed JSON answer.
 
     Raises:
@@ -132,7 +146,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default=DEFAULT_HOST, help=f"server host (default: {DEFAULT_HOST})")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"gRPC inference port (default: {DEFAULT_PORT})")
     parser.add_argument("--model", default=DEFAULT_MODEL, help=f"model name (default: {DEFAULT_MODEL})")
-    parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, help=f"deadline in seconds (default: {DEFAULT_TIMEOUT:g})")
+    parser.add_argument(
+        "--timeout", type=float, default=DEFAULT_TIMEOUT, help=f"deadline in seconds (default: {DEFAULT_TIMEOUT:g})"
+    )
     args = parser.parse_args(argv)
     try:
         image = args.image.read_bytes()

@@ -83,8 +83,9 @@ def worker_deaths(log_dir: Path | None, since: int) -> int:
         return f.read().decode(errors="replace").count(WORKER_DIED)
 
 
-def wait_ready(mgmt_url: str, model: str, timeout: float, alive=lambda: True, log_dir: Path | None = None,
-               log_offset: int = 0) -> list[dict]:
+def wait_ready(
+    mgmt_url: str, model: str, timeout: float, alive=lambda: True, log_dir: Path | None = None, log_offset: int = 0
+) -> list[dict]:
     """Poll until every worker of ``model`` is READY.
 
     Raises RuntimeError with the log tail when the server exits, when workers
@@ -101,7 +102,9 @@ def wait_ready(mgmt_url: str, model: str, timeout: float, alive=lambda: True, lo
         if worker_deaths(log_dir, log_offset) >= 2:
             raise RuntimeError(f"the {model} worker died twice while loading.\n{log_tail(log_dir, 60)}")
         time.sleep(0.25)
-    raise RuntimeError(f"{model} not READY after {timeout:.0f} s (workers: {model_workers(mgmt_url, model)}).\n{log_tail(log_dir)}")
+    raise RuntimeError(
+        f"{model} not READY after {timeout:.0f} s (workers: {model_workers(mgmt_url, model)}).\n{log_tail(log_dir)}"
+    )
 
 
 def log_tail(log_dir: Path | None, lines: int = 40) -> str:
@@ -144,14 +147,19 @@ class TorchServeProcess:
     def management_url(self) -> str:
         return management_url(self.props)
 
-    def start(self, timeout: float = 180) -> "TorchServeProcess":
+    def start(self, timeout: float = 180) -> TorchServeProcess:
         tmp = self.workdir / "tmp"
         tmp.mkdir(exist_ok=True)
         env = {**os.environ, "TMPDIR": str(tmp), "LOG_LOCATION": str(self.log_dir), "METRICS_LOCATION": str(self.log_dir)}
-        self.proc = subprocess.Popen(
-            [torchserve_bin(), "--start", "--foreground", "--ncs", "--ts-config", str(self.config_path)],
-            cwd=self.workdir, env=env, stdout=open(self.workdir / "stdout.log", "wb"), stderr=subprocess.STDOUT,
-            start_new_session=True)
+        with open(self.workdir / "stdout.log", "wb") as log:  # the child keeps its own copy of the descriptor
+            self.proc = subprocess.Popen(
+                [torchserve_bin(), "--start", "--foreground", "--ncs", "--ts-config", str(self.config_path)],
+                cwd=self.workdir,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         try:
             wait_ready(self.management_url, self.model, timeout, alive=lambda: self.proc.poll() is None, log_dir=self.log_dir)
         except Exception:
@@ -181,7 +189,7 @@ class TorchServeProcess:
                 break
         self.proc = None
 
-    def __enter__(self) -> "TorchServeProcess":
+    def __enter__(self) -> TorchServeProcess:
         return self.start()
 
     def __exit__(self, *exc) -> None:
@@ -213,8 +221,15 @@ def start(config: Path, model: str, timeout: float) -> None:
     log_dir.mkdir(exist_ok=True)
     # The daemon must not inherit our stdout/stderr: a caller piping `make serve` would wait for it forever.
     with open(log_dir / "torchserve.out", "ab") as out:
-        subprocess.run([torchserve_bin(), "--start", "--ncs", "--ts-config", str(config), "--model-store", str(store)],
-                       cwd=REPO, env=env, check=True, stdout=out, stderr=out, stdin=subprocess.DEVNULL)
+        subprocess.run(
+            [torchserve_bin(), "--start", "--ncs", "--ts-config", str(config), "--model-store", str(store)],
+            cwd=REPO,
+            env=env,
+            check=True,
+            stdout=out,
+            stderr=out,
+            stdin=subprocess.DEVNULL,
+        )
     try:
         workers = wait_ready(mgmt, model, timeout, log_dir=log_dir, log_offset=offset)
     except RuntimeError as exc:
@@ -230,7 +245,9 @@ def stop() -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Start or stop TorchServe for this project.")
     parser.add_argument("action", choices=["start", "stop"])
-    parser.add_argument("--config", type=Path, default=REPO / "config.properties", help="TorchServe config (default: config.properties)")
+    parser.add_argument(
+        "--config", type=Path, default=REPO / "config.properties", help="TorchServe config (default: config.properties)"
+    )
     parser.add_argument("--model", default="classifier", help="model to wait for (default: classifier)")
     parser.add_argument("--timeout", type=float, default=300, help="seconds to wait for READY (default: 300)")
     args = parser.parse_args(argv)

@@ -32,12 +32,36 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     """
     out = tmp_path_factory.mktemp("tiny_model")
     subprocess.run(
-        [sys.executable, "-m", "training.train", "--arch", "tiny", "--epochs", "4", "--synthetic-per-class", "64",
-         "--synthetic-val-per-class", "8", "--batch-size", "16", "--output-dir", str(out),
-         "--run-dir", str(tmp_path_factory.mktemp("tiny_run"))],
-        cwd=REPO, check=True, stdout=subprocess.DEVNULL)
-    subprocess.run([sys.executable, "-m", "training.export_onnx", "--model-dir", str(out), "--calibration-images", "64"],
-                   cwd=REPO, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        [
+            sys.executable,
+            "-m",
+            "training.train",
+            "--arch",
+            "tiny",
+            "--epochs",
+            "4",
+            "--synthetic-per-class",
+            "64",
+            "--synthetic-val-per-class",
+            "8",
+            "--batch-size",
+            "16",
+            "--output-dir",
+            str(out),
+            "--run-dir",
+            str(tmp_path_factory.mktemp("tiny_run")),
+        ],
+        cwd=REPO,
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    subprocess.run(
+        [sys.executable, "-m", "training.export_onnx", "--model-dir", str(out), "--calibration-images", "64"],
+        cwd=REPO,
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     return out
 
 

@@ -1,6 +1,6 @@
 """Datasets for training: an ImageFolder tree, CIFAR-10 python batches, and the training-only augmentation.
 
-Every image, whatever its source, goes through ``handlers.preprocessing.zoom_crop_pad``,
+Every image, whatever its source, goes through ``classifier.preprocessing.zoom_crop_pad``,
 the transform the TorchServe handler runs. Augmentation happens around it: flip,
 rotation and colour jitter on the PIL image before it, noise on the tensor after it.
 Validation never augments.
@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from handlers.preprocessing import ImageDecodeError, PreprocessConfig, decode_image, zoom_crop_pad
+from classifier.preprocessing import ImageDecodeError, PreprocessConfig, decode_image, zoom_crop_pad
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 CIFAR_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
@@ -51,6 +51,7 @@ class Augment:
             img = img.rotate(rng.uniform(-self.rotate, self.rotate), resample=Image.Resampling.BILINEAR)
         if self.color_jitter > 0:
             from torchvision.transforms import ColorJitter
+
             s = self.color_jitter
             img = ColorJitter(brightness=s, contrast=s, saturation=s, hue=min(s / 4, 0.5))(img)
         return img
@@ -61,7 +62,7 @@ class Augment:
             h, w = crop_hw
             top, left = (config.input_size - h) // 2, (config.input_size - w) // 2
             std = torch.tensor(config.std).view(3, 1, 1)
-            tensor[:, top:top + h, left:left + w] += torch.randn(3, h, w) * self.noise / std
+            tensor[:, top : top + h, left : left + w] += torch.randn(3, h, w) * self.noise / std
         return tensor
 
 
@@ -72,8 +73,14 @@ class PreprocessedImages(Dataset):
     index so validation accuracy is reproducible.
     """
 
-    def __init__(self, items: list[tuple[Image.Image | Path, int]], config: PreprocessConfig,
-                 train: bool, augment: Augment | None = None, seed: int = 0):
+    def __init__(
+        self,
+        items: list[tuple[Image.Image | Path, int]],
+        config: PreprocessConfig,
+        train: bool,
+        augment: Augment | None = None,
+        seed: int = 0,
+    ):
         self.items, self.config, self.train, self.seed = items, config, train, seed
         self.augment = augment if train and augment is not None else Augment()
 
@@ -104,11 +111,12 @@ def list_image_folder(root: Path) -> tuple[list[str], list[tuple[Path, int]]]:
     if not root.is_dir():
         raise SystemExit(f"error: dataset folder {root} does not exist or is not a folder")
     classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
-    items = [(f, i) for i, c in enumerate(classes) for f in sorted((root / c).rglob("*"))
-             if f.suffix.lower() in IMAGE_SUFFIXES]
+    items = [(f, i) for i, c in enumerate(classes) for f in sorted((root / c).rglob("*")) if f.suffix.lower() in IMAGE_SUFFIXES]
     if len(classes) < 2 or not items:
-        raise SystemExit(f"error: {root} needs at least two class subfolders holding images "
-                         f"({', '.join(sorted(IMAGE_SUFFIXES))}); found {len(classes)} classes, {len(items)} images")
+        raise SystemExit(
+            f"error: {root} needs at least two class subfolders holding images "
+            f"({', '.join(sorted(IMAGE_SUFFIXES))}); found {len(classes)} classes, {len(items)} images"
+        )
     return classes, items
 
 
@@ -159,8 +167,9 @@ def read_cifar_batch(path: Path) -> tuple[np.ndarray, list[int]]:
     return images, labels
 
 
-def balanced_subset(images: np.ndarray, labels: list[int], num_classes: int, per_class: int | None,
-                    source: str) -> list[tuple[Image.Image, int]]:
+def balanced_subset(
+    images: np.ndarray, labels: list[int], num_classes: int, per_class: int | None, source: str
+) -> list[tuple[Image.Image, int]]:
     """The first ``per_class`` images of each of the first ``num_classes`` classes, in file order."""
     taken: dict[int, list[int]] = {c: [] for c in range(num_classes)}
     for i, label in enumerate(labels):
@@ -168,18 +177,23 @@ def balanced_subset(images: np.ndarray, labels: list[int], num_classes: int, per
             taken[label].append(i)
     short = {c: len(ix) for c, ix in taken.items() if per_class is not None and len(ix) < per_class}
     if short:
-        raise SystemExit(f"error: {source} holds fewer than {per_class} images for classes {short}; "
-                         f"lower --cifar-per-class or add --cifar-train-batches")
+        raise SystemExit(
+            f"error: {source} holds fewer than {per_class} images for classes {short}; "
+            f"lower --cifar-per-class or add --cifar-train-batches"
+        )
     order = sorted(i for ix in taken.values() for i in ix)
     return [(Image.fromarray(images[i], "RGB"), labels[i]) for i in order]
 
 
-def load_cifar(root: Path, num_classes: int, per_class: int | None, train_batches: list[str],
-               val_per_class: int | None) -> tuple[list[str], list, list]:
+def load_cifar(
+    root: Path, num_classes: int, per_class: int | None, train_batches: list[str], val_per_class: int | None
+) -> tuple[list[str], list, list]:
     """Classes, train items and val items (from test_batch) of an extracted ``cifar-10-batches-py`` folder."""
     if not root.is_dir():
-        raise SystemExit(f"error: CIFAR-10 folder {root} does not exist. This script never downloads: get {CIFAR_URL}, "
-                         f"extract it (tar xzf cifar-10-python.tar.gz) and pass --cifar path/to/cifar-10-batches-py")
+        raise SystemExit(
+            f"error: CIFAR-10 folder {root} does not exist. This script never downloads: get {CIFAR_URL}, "
+            f"extract it (tar xzf cifar-10-python.tar.gz) and pass --cifar path/to/cifar-10-batches-py"
+        )
     meta_path = root / "batches.meta"
     try:
         with meta_path.open("rb") as f:

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from handlers.preprocessing import PreprocessConfig, zoom_crop_pad
+from classifier.preprocessing import PreprocessConfig, zoom_crop_pad
 from training import synthetic
 
 INPUT, OUTPUTS = "input", ["logits", "embedding"]
@@ -34,8 +34,15 @@ def export_fp32(model_dir: Path) -> Path:
     program = torch.export.load(str(model_dir / "model.pt2"))
     size = json.loads((model_dir / "metadata.json").read_text())["input_size"]
     batch = torch.export.Dim("batch", min=1, max=1024)
-    onnx_program = torch.onnx.export(program, (torch.zeros(2, 3, size, size),), dynamo=True, input_names=[INPUT],
-                                     output_names=OUTPUTS, dynamic_shapes=({0: batch},), verbose=False)
+    onnx_program = torch.onnx.export(
+        program,
+        (torch.zeros(2, 3, size, size),),
+        dynamo=True,
+        input_names=[INPUT],
+        output_names=OUTPUTS,
+        dynamic_shapes=({0: batch},),
+        verbose=False,
+    )
     out = model_dir / "model.onnx"
     onnx_program.save(str(out))
     return out
@@ -47,6 +54,7 @@ def calibration_batches(metadata: dict, count: int, batch_size: int = 8) -> list
     args = metadata["training"]["args"]
     if args.get("data"):
         from training.train import list_image_folder, load_image_file, split_items
+
         root = Path(args["data"])
         if (root / "train").is_dir():
             _, items = list_image_folder(root / "train")
@@ -60,7 +68,7 @@ def calibration_batches(metadata: dict, count: int, batch_size: int = 8) -> list
         images = [img for img, _ in synthetic.generate(per_class, seed=args.get("seed", 0))]
     rng = random.Random(1234)
     tensors = [zoom_crop_pad(img, config, "random", rng)[0] for img in images]
-    return [torch.stack(tensors[i:i + batch_size]).numpy() for i in range(0, len(tensors), batch_size)]
+    return [torch.stack(tensors[i : i + batch_size]).numpy() for i in range(0, len(tensors), batch_size)]
 
 
 def quantize_int8(fp32_path: Path, batches: list[np.ndarray]) -> Path:
@@ -80,15 +88,26 @@ def quantize_int8(fp32_path: Path, batches: list[np.ndarray]) -> Path:
         prepared = Path(tmp) / "prepared.onnx"
         quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
         # U8 activations, S8 per-channel weights: the layout VNNI accelerates, and one OpenVINO reads as int8.
-        quantize_static(str(prepared), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+        quantize_static(
+            str(prepared),
+            str(out),
+            Reader(),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+        )
     return out
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model-dir", type=Path, default=Path("build/model"), help="export folder of training (default: build/model)")
-    parser.add_argument("--calibration-images", type=int, default=128, help="training images used to calibrate int8 (default: 128)")
+    parser.add_argument(
+        "--model-dir", type=Path, default=Path("build/model"), help="export folder of training (default: build/model)"
+    )
+    parser.add_argument(
+        "--calibration-images", type=int, default=128, help="training images used to calibrate int8 (default: 128)"
+    )
     parser.add_argument("--skip-int8", action="store_true", help="only write the fp32 model.onnx (default: write both)")
     args = parser.parse_args(argv)
     if not (args.model_dir / "model.pt2").exists():

@@ -53,8 +53,9 @@ def prepare(src: Path, dst: Path, val_fraction: float, seed: int, copy: bool = F
         for path, label in chosen:
             place(path, dst / split / classes[label] / path.relative_to(src / classes[label]), copy)
     counts = {"train": len(train), "val": len(val)}
-    (dst / "split.json").write_text(json.dumps({"source": str(src), "val_fraction": val_fraction, "seed": seed,
-                                                "classes": classes, **counts}, indent=2))
+    (dst / "split.json").write_text(
+        json.dumps({"source": str(src), "val_fraction": val_fraction, "seed": seed, "classes": classes, **counts}, indent=2)
+    )
     return counts
 
 

@@ -55,8 +55,7 @@ def render(class_name: str, rng: np.random.Generator, size_range: tuple[int, int
 def generate(per_class: int, seed: int, size_range: tuple[int, int] = (64, 320)) -> list[tuple[Image.Image, int]]:
     """``per_class`` images of every class, interleaved by class, deterministic for a seed."""
     rng = np.random.default_rng(seed)
-    return [(render(name, rng, size_range), label)
-            for _ in range(per_class) for label, name in enumerate(CLASSES)]
+    return [(render(name, rng, size_range), label) for _ in range(per_class) for label, name in enumerate(CLASSES)]
 
 
 def write_folder(root: str | Path, per_class: int, seed: int, formats: tuple[str, ...] = ("png", "jpeg")) -> list[Path]:

@@ -7,7 +7,7 @@
     python -m training.train --resume runs/NAME/checkpoint_last.pt --epochs 10     # continue a run
     python -m training.train --weights resnet50.pth --epochs 0   # export ImageNet weights as-is
 
-Inputs go through handlers.preprocessing, the same code the TorchServe handler
+Inputs go through classifier.preprocessing, the same code the TorchServe handler
 runs, so the model is trained on exactly what it will be served. The export
 folder (default build/model) holds what `make archive` packs: model.pt2 (a
 torch.export ExportedProgram returning logits and the 2048-d embedding),
@@ -34,8 +34,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from handlers.model import ARCHITECTURES, ResNetWithEmbedding, build_backbone
-from handlers.preprocessing import PreprocessConfig
+from classifier.model import ARCHITECTURES, ResNetWithEmbedding, build_backbone
+from classifier.preprocessing import PreprocessConfig
 from training import report, synthetic
 from training.datasets import Augment, PreprocessedImages, load_cifar, load_image_folder, split_items  # noqa: F401
 
@@ -47,48 +47,107 @@ OPT_DEFAULTS = {"adamw": {"lr": 1e-3, "weight_decay": 0.05}, "sgd": {"lr": 0.05,
 
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", default=None, help="YAML file of flag values (keys: flag names, dashes or underscores); "
-                   "flags given on the command line override it (default: none)")
+    p.add_argument(
+        "--config",
+        default=None,
+        help="YAML file of flag values (keys: flag names, dashes or underscores); "
+        "flags given on the command line override it (default: none)",
+    )
     g = p.add_argument_group("data (default: the built-in generated dataset)")
     g.add_argument("--data", default=None, help="ImageFolder root (class subfolders, or train/ and val/ of them) (default: none)")
-    g.add_argument("--val-fraction", type=float, default=0.2, help="share of each class held out when --data has no val/ (default: 0.2)")
+    g.add_argument(
+        "--val-fraction", type=float, default=0.2, help="share of each class held out when --data has no val/ (default: 0.2)"
+    )
     g.add_argument("--cifar", default=None, help="an extracted cifar-10-batches-py folder; never downloaded (default: none)")
     g.add_argument("--cifar-classes", type=int, default=4, help="use the first N CIFAR-10 classes (default: 4)")
-    g.add_argument("--cifar-per-class", type=int, default=1000, help="training images per class, the first ones in file order (default: 1000)")
-    g.add_argument("--cifar-train-batches", default="data_batch_1", help="comma-separated training batch files (default: data_batch_1)")
-    g.add_argument("--cifar-val-per-class", type=int, default=0, help="validation images per class from test_batch; 0 = all (default: 0)")
+    g.add_argument(
+        "--cifar-per-class",
+        type=int,
+        default=1000,
+        help="training images per class, the first ones in file order (default: 1000)",
+    )
+    g.add_argument(
+        "--cifar-train-batches", default="data_batch_1", help="comma-separated training batch files (default: data_batch_1)"
+    )
+    g.add_argument(
+        "--cifar-val-per-class", type=int, default=0, help="validation images per class from test_batch; 0 = all (default: 0)"
+    )
     g.add_argument("--synthetic-per-class", type=int, default=200, help="generated training images per class (default: 200)")
     g.add_argument("--synthetic-val-per-class", type=int, default=40, help="generated validation images per class (default: 40)")
     g = p.add_argument_group("augmentation (training only; validation and serving never augment)")
     g.add_argument("--hflip", action=argparse.BooleanOptionalAction, default=True, help="random horizontal flips (default: on)")
-    g.add_argument("--rotate", type=float, default=0.0, help="random rotation up to +-DEG degrees; 0 = off. Off by default because "
-                   "the built-in dataset has horizontal and vertical stripes, which rotation turns into each other (default: 0)")
-    g.add_argument("--color-jitter", type=float, default=0.0, help="brightness/contrast/saturation jitter strength S, hue S/4; 0 = off (default: 0)")
+    g.add_argument(
+        "--rotate",
+        type=float,
+        default=0.0,
+        help="random rotation up to +-DEG degrees; 0 = off. Off by default because "
+        "the built-in dataset has horizontal and vertical stripes, which rotation turns into each other (default: 0)",
+    )
+    g.add_argument(
+        "--color-jitter",
+        type=float,
+        default=0.0,
+        help="brightness/contrast/saturation jitter strength S, hue S/4; 0 = off (default: 0)",
+    )
     g.add_argument("--noise", type=float, default=0.0, help="Gaussian pixel noise std on the [0, 1] scale; 0 = off (default: 0)")
     g = p.add_argument_group("model and optimisation")
     g.add_argument("--arch", default="resnet50", choices=ARCHITECTURES, help="network; 'tiny' is for tests (default: resnet50)")
-    g.add_argument("--weights", default=None, help="initial weights: a local ResNet50 state-dict file, or a torchvision "
-                   "name such as IMAGENET1K_V2 (needs network); default: random")
-    g.add_argument("--epochs", type=int, default=6, help="training epochs, counted from 1 also when resuming; 0 exports the initial weights (default: 6)")
+    g.add_argument(
+        "--weights",
+        default=None,
+        help="initial weights: a local ResNet50 state-dict file, or a torchvision "
+        "name such as IMAGENET1K_V2 (needs network); default: random",
+    )
+    g.add_argument(
+        "--epochs",
+        type=int,
+        default=6,
+        help="training epochs, counted from 1 also when resuming; 0 exports the initial weights (default: 6)",
+    )
     g.add_argument("--batch-size", type=int, default=32, help="batch size (default: 32)")
     g.add_argument("--opt", default="adamw", choices=OPTIMIZERS, help="optimizer; sgd uses momentum (default: adamw)")
     g.add_argument("--lr", type=float, default=None, help="peak learning rate (default: 1e-3 for adamw, 0.05 for sgd)")
     g.add_argument("--weight-decay", type=float, default=None, help="weight decay (default: 0.05 for adamw, 1e-4 for sgd)")
     g.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (default: 0.9)")
-    g.add_argument("--lr-schedule", default="onecycle", choices=SCHEDULES, help="learning-rate schedule, stepped every batch (default: onecycle)")
+    g.add_argument(
+        "--lr-schedule",
+        default="onecycle",
+        choices=SCHEDULES,
+        help="learning-rate schedule, stepped every batch (default: onecycle)",
+    )
     g.add_argument("--lr-step-size", type=int, default=2, help="step schedule: epochs between lr drops (default: 2)")
     g.add_argument("--lr-gamma", type=float, default=0.1, help="step schedule: lr factor at each drop (default: 0.1)")
-    g.add_argument("--patience", type=int, default=0, help="stop after N epochs without a lower validation loss; 0 = off (default: 0)")
-    g.add_argument("--min-delta", type=float, default=0.0, help="a validation loss must drop by more than this to count as lower (default: 0)")
+    g.add_argument(
+        "--patience", type=int, default=0, help="stop after N epochs without a lower validation loss; 0 = off (default: 0)"
+    )
+    g.add_argument(
+        "--min-delta",
+        type=float,
+        default=0.0,
+        help="a validation loss must drop by more than this to count as lower (default: 0)",
+    )
     g.add_argument("--topk", type=int, default=2, help="k of the top-k validation accuracy (default: 2)")
-    g.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
-                   help="bf16 autocast + channels_last; about 3x faster on CPUs with AVX512-BF16/AMX (default: on where supported)")
-    g.add_argument("--limit-batches", type=int, default=None, help="stop each epoch after N batches, for smoke runs (default: no limit)")
+    g.add_argument(
+        "--amp",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="bf16 autocast + channels_last; about 3x faster on CPUs with AVX512-BF16/AMX (default: on where supported)",
+    )
+    g.add_argument(
+        "--limit-batches", type=int, default=None, help="stop each epoch after N batches, for smoke runs (default: no limit)"
+    )
     g = p.add_argument_group("runs and output")
-    g.add_argument("--resume", default=None, help="continue from a checkpoint_last.pt: epoch count, weights, optimizer and "
-                   "scheduler state, history (default: none)")
-    g.add_argument("--run-dir", default=None, help="folder for args, metrics, plots and checkpoints (default: runs/<timestamp>, "
-                   "or the checkpoint's folder with --resume)")
+    g.add_argument(
+        "--resume",
+        default=None,
+        help="continue from a checkpoint_last.pt: epoch count, weights, optimizer and scheduler state, history (default: none)",
+    )
+    g.add_argument(
+        "--run-dir",
+        default=None,
+        help="folder for args, metrics, plots and checkpoints (default: runs/<timestamp>, "
+        "or the checkpoint's folder with --resume)",
+    )
     g.add_argument("--seed", type=int, default=0, help="seed for data generation, splits, crops and init (default: 0)")
     g.add_argument("--output-dir", default="build/model", help="export folder that `make archive` packs (default: build/model)")
     g.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: all cores)")
@@ -118,7 +177,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for action in parser._actions:
         value = getattr(args, action.dest, None)
         if action.choices is not None and value is not None and value not in action.choices:
-            raise SystemExit(f"error: invalid {action.option_strings[0]} {value!r}. Only {', '.join(map(str, action.choices))} are supported.")
+            raise SystemExit(
+                f"error: invalid {action.option_strings[0]} {value!r}. Only {', '.join(map(str, action.choices))} are supported."
+            )
     for name, value in OPT_DEFAULTS[args.opt].items():
         if getattr(args, name) is None:
             setattr(args, name, value)
@@ -135,8 +196,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def load_data(args, config: PreprocessConfig) -> tuple[list[str], Dataset, Dataset]:
     if args.cifar:
         batches = [b.strip() for b in args.cifar_train_batches.split(",") if b.strip()]
-        classes, train_items, val_items = load_cifar(Path(args.cifar), args.cifar_classes, args.cifar_per_class, batches,
-                                                     args.cifar_val_per_class)
+        classes, train_items, val_items = load_cifar(
+            Path(args.cifar), args.cifar_classes, args.cifar_per_class, batches, args.cifar_val_per_class
+        )
     elif args.data:
         classes, train_items, val_items = load_image_folder(Path(args.data), args.val_fraction, args.seed)
     else:
@@ -146,9 +208,11 @@ def load_data(args, config: PreprocessConfig) -> tuple[list[str], Dataset, Datas
     if not val_items:
         raise SystemExit("error: the validation set is empty; raise --val-fraction or add images")
     augment = Augment(hflip=args.hflip, rotate=args.rotate, color_jitter=args.color_jitter, noise=args.noise)
-    return (classes,
-            PreprocessedImages(train_items, config, train=True, augment=augment),
-            PreprocessedImages(val_items, config, train=False, seed=args.seed))
+    return (
+        classes,
+        PreprocessedImages(train_items, config, train=True, augment=augment),
+        PreprocessedImages(val_items, config, train=False, seed=args.seed),
+    )
 
 
 # ----------------------------------------------------------------------------- model
@@ -175,7 +239,8 @@ def load_initial_weights(spec: str) -> dict[str, torch.Tensor]:
             raise SystemExit(
                 f"error: could not download torchvision's ResNet50 weights {spec} ({type(exc).__name__}: {exc}).\n"
                 f"This machine is probably offline. Download {ResNet50_Weights[spec].url} elsewhere "
-                f"and pass the file: --weights /path/to/{ResNet50_Weights[spec].url.rsplit('/', 1)[-1]}") from None
+                f"and pass the file: --weights /path/to/{ResNet50_Weights[spec].url.rsplit('/', 1)[-1]}"
+            ) from None
     names = ", ".join(ResNet50_Weights.__members__)
     raise SystemExit(f"error: --weights {spec!r} is neither an existing file nor a torchvision weights name ({names})")
 
@@ -220,7 +285,9 @@ def build_scheduler(args, optimizer, steps_per_epoch: int):
     if args.lr_schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
     if args.lr_schedule == "step":
-        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=max(args.lr_step_size * steps_per_epoch, 1), gamma=args.lr_gamma)
+        return torch.optim.lr_scheduler.StepLR(
+            optimizer, step_size=max(args.lr_step_size * steps_per_epoch, 1), gamma=args.lr_gamma
+        )
     if args.lr_schedule == "none":
         return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
     raise SystemExit(f"error: invalid --lr-schedule {args.lr_schedule!r}. Only {', '.join(SCHEDULES)} are supported.")
@@ -228,7 +295,9 @@ def build_scheduler(args, optimizer, steps_per_epoch: int):
 
 def load_checkpoint(path: Path) -> dict:
     if not path.is_file():
-        raise SystemExit(f"error: checkpoint {path} does not exist (a run folder holds checkpoint_last.pt and checkpoint_best.pt)")
+        raise SystemExit(
+            f"error: checkpoint {path} does not exist (a run folder holds checkpoint_last.pt and checkpoint_best.pt)"
+        )
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:
@@ -295,9 +364,15 @@ def evaluate(model, loader, amp: bool, classes: list[str], topk: int, limit: int
         confusion += torch.bincount(labels * n + predicted, minlength=n * n).view(n, n)
         seen += len(labels)
     per_class = (confusion.diag().float() / confusion.sum(1).clamp(min=1)).tolist()
-    return {"loss": loss_sum / max(seen, 1), "accuracy": correct / max(seen, 1), "k": k,
-            "topk_accuracy": correct_k / max(seen, 1), "images": seen,
-            "per_class_accuracy": dict(zip(classes, per_class)), "confusion": confusion.tolist()}
+    return {
+        "loss": loss_sum / max(seen, 1),
+        "accuracy": correct / max(seen, 1),
+        "k": k,
+        "topk_accuracy": correct_k / max(seen, 1),
+        "images": seen,
+        "per_class_accuracy": dict(zip(classes, per_class, strict=True)),
+        "confusion": confusion.tolist(),
+    }
 
 
 def is_better(val: dict, best: dict) -> bool:
@@ -305,8 +380,10 @@ def is_better(val: dict, best: dict) -> bool:
     finite one, whatever its accuracy: a network that outputs NaN predicts class 0 for everything, not something."""
     if best["epoch"] is None:
         return True
+
     def key(accuracy: float, loss: float) -> tuple:
         return (math.isfinite(loss), accuracy, -loss if math.isfinite(loss) else 0.0)
+
     return key(val["accuracy"], val["loss"]) > key(best["val_accuracy"], best["val_loss"])
 
 
@@ -342,6 +419,7 @@ def main(args) -> dict:
     imagenet_export = args.epochs == 0 and weights is not None and weights.get("fc.weight", torch.empty(0)).shape[:1] == (1000,)
     if imagenet_export:
         from torchvision.models import ResNet50_Weights
+
         classes = list(ResNet50_Weights.IMAGENET1K_V1.meta["categories"])
         train_ds = val_ds = None
     else:
@@ -351,15 +429,19 @@ def main(args) -> dict:
         model.backbone.load_state_dict(weights)
     run_dir.mkdir(parents=True, exist_ok=True)  # only now: a run that fails on its data leaves no folder behind
     (run_dir / "args.json").write_text(json.dumps(vars(args), indent=2))
-    print(f"{args.arch}: {len(classes)} classes ({', '.join(classes[:6])}{', ...' if len(classes) > 6 else ''}); "
-          f"bf16 autocast {'on' if amp else 'off'}; {torch.get_num_threads()} threads; run folder {run_dir}")
+    print(
+        f"{args.arch}: {len(classes)} classes ({', '.join(classes[:6])}{', ...' if len(classes) > 6 else ''}); "
+        f"bf16 autocast {'on' if amp else 'off'}; {torch.get_num_threads()} threads; run folder {run_dir}"
+    )
 
     history, best, start_epoch, stale, stopped_early = [], {"epoch": None, "val_accuracy": None, "val_loss": None}, 1, 0, False
     best_path, last_path = run_dir / "checkpoint_best.pt", run_dir / "checkpoint_last.pt"
     if resume is not None:
         if resume["args"]["arch"] != args.arch or resume["classes"] != classes:
-            raise SystemExit(f"error: {args.resume} is a {resume['args']['arch']} over classes {resume['classes']}; "
-                             f"this run is a {args.arch} over {classes}")
+            raise SystemExit(
+                f"error: {args.resume} is a {resume['args']['arch']} over classes {resume['classes']}; "
+                f"this run is a {args.arch} over {classes}"
+            )
         model.load_state_dict(resume["model"])
         resumed_best = Path(args.resume).parent / "checkpoint_best.pt"
         if resumed_best.is_file() and not best_path.exists():  # resuming into a new folder: bring the best along
@@ -370,8 +452,9 @@ def main(args) -> dict:
     if args.epochs >= start_epoch:
         print(f"train {len(train_ds)} images, validate {len(val_ds)} images")
         shuffle = torch.Generator()
-        train_loader = DataLoader(train_ds, batch_size=args.batch_size, shuffle=True, drop_last=len(train_ds) > args.batch_size,
-                                  generator=shuffle)
+        train_loader = DataLoader(
+            train_ds, batch_size=args.batch_size, shuffle=True, drop_last=len(train_ds) > args.batch_size, generator=shuffle
+        )
         val_loader = DataLoader(val_ds, batch_size=args.batch_size * 2)
         if amp:
             model = model.to(memory_format=torch.channels_last)
@@ -393,18 +476,41 @@ def main(args) -> dict:
             val_stats = evaluate(model, val_loader, amp, classes, args.topk, args.limit_batches)
             confusion = val_stats.pop("confusion")
             history.append({"epoch": epoch, "lr": scheduler.get_last_lr()[0], "train": train_stats, "val": val_stats})
-            print(f"epoch {epoch}: train loss {train_stats['loss']:.4f} acc {train_stats['accuracy']:.3f} | "
-                  f"val loss {val_stats['loss']:.4f} top-1 {val_stats['accuracy']:.3f} top-{val_stats['k']} {val_stats['topk_accuracy']:.3f}")
+            print(
+                f"epoch {epoch}: train loss {train_stats['loss']:.4f} acc {train_stats['accuracy']:.3f} | "
+                f"val loss {val_stats['loss']:.4f} top-1 {val_stats['accuracy']:.3f} "
+                f"top-{val_stats['k']} {val_stats['topk_accuracy']:.3f}"
+            )
             # Early stopping watches the validation loss; the kept model is the best by accuracy (is_better).
             best_loss = min((h["val"]["loss"] for h in history[:-1] if math.isfinite(h["val"]["loss"])), default=math.inf)
             stale = 0 if val_stats["loss"] < best_loss - args.min_delta else stale + 1
-            checkpoint = {"epoch": epoch, "model": model.state_dict(), "classes": classes, "args": vars(args),
-                          "history": history, "stale_epochs": stale, "confusion": confusion}
+            checkpoint = {
+                "epoch": epoch,
+                "model": model.state_dict(),
+                "classes": classes,
+                "args": vars(args),
+                "history": history,
+                "stale_epochs": stale,
+                "confusion": confusion,
+            }
             if is_better(val_stats, best):
-                best = {"epoch": epoch, "val_accuracy": val_stats["accuracy"], "val_loss": val_stats["loss"], "confusion": confusion}
+                best = {
+                    "epoch": epoch,
+                    "val_accuracy": val_stats["accuracy"],
+                    "val_loss": val_stats["loss"],
+                    "confusion": confusion,
+                }
                 torch.save({**checkpoint, "best": best}, best_path)
-            torch.save({**checkpoint, "best": best, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                        "steps": epoch * steps_per_epoch}, last_path)
+            torch.save(
+                {
+                    **checkpoint,
+                    "best": best,
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "steps": epoch * steps_per_epoch,
+                },
+                last_path,
+            )
             if args.patience and stale >= args.patience:
                 stopped_early = True
                 print(f"early stop: validation loss has not dropped for {stale} epochs (--patience {args.patience})")
@@ -413,13 +519,23 @@ def main(args) -> dict:
         model.load_state_dict(load_checkpoint(best_path)["model"])  # export exactly the best checkpoint
 
     train_seconds = time.perf_counter() - started
-    metrics = {"classes": classes, "best": best, "epochs_run": len(history), "stopped_early": stopped_early,
-               "history": history, "seconds": round(train_seconds, 1)}
+    metrics = {
+        "classes": classes,
+        "best": best,
+        "epochs_run": len(history),
+        "stopped_early": stopped_early,
+        "history": history,
+        "seconds": round(train_seconds, 1),
+    }
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     if history:
         report.plot_curves(history, run_dir)
-        report.plot_confusion(best["confusion"], classes, run_dir / "confusion.png",
-                              f"validation, best epoch {best['epoch']}: top-1 {best['val_accuracy']:.1%}")
+        report.plot_confusion(
+            best["confusion"],
+            classes,
+            run_dir / "confusion.png",
+            f"validation, best epoch {best['epoch']}: top-1 {best['val_accuracy']:.1%}",
+        )
     metadata = {
         "arch": args.arch,
         "num_classes": len(classes),
@@ -428,9 +544,17 @@ def main(args) -> dict:
         "outputs": ["logits", "embedding"],
         "embedding_dim": model.backbone.fc.in_features,
         "preprocessing": config.to_dict(),
-        "training": {"args": vars(args), "data": args.data or args.cifar or "built-in synthetic", "bf16_autocast": amp,
-                     "run_dir": str(run_dir), "best": best, "stopped_early": stopped_early, "history": history,
-                     "seconds": round(train_seconds, 1), "torch": torch.__version__},
+        "training": {
+            "args": vars(args),
+            "data": args.data or args.cifar or "built-in synthetic",
+            "bf16_autocast": amp,
+            "run_dir": str(run_dir),
+            "best": best,
+            "stopped_early": stopped_early,
+            "history": history,
+            "seconds": round(train_seconds, 1),
+            "torch": torch.__version__,
+        },
     }
     export(model, Path(args.output_dir), classes, config, metadata)
     total = time.perf_counter() - started

@@ -5,8 +5,8 @@ import random
 import pytest
 import torch
 
-from handlers.backends import build_backend, load_backend
-from handlers.preprocessing import PreprocessConfig, zoom_crop_pad
+from classifier.backends import build_backend, load_backend
+from classifier.preprocessing import PreprocessConfig, zoom_crop_pad
 from training import synthetic
 
 # Largest allowed |p_backend - p_eager| on eager's top-2 classes. On the default ResNet50 the
@@ -24,7 +24,7 @@ def held_out() -> torch.Tensor:
 
 
 def probabilities(backend, x: torch.Tensor) -> torch.Tensor:
-    return torch.cat([backend(x[i:i + 16])[0] for i in range(0, len(x), 16)]).softmax(1)
+    return torch.cat([backend(x[i : i + 16])[0] for i in range(0, len(x), 16)]).softmax(1)
 
 
 @pytest.fixture(scope="module")

@@ -21,8 +21,16 @@ class Metrics:
 
 
 def make_context(model_dir, handler_settings=None, batch=1, gpu=None, headers=None):
-    ctx = Context("classifier", str(model_dir), {"model": {"serializedFile": "model.pt2"}}, batch, gpu, "0.12.0",
-                  metrics=Metrics(), model_yaml_config={"minWorkers": 1, "handler": handler_settings or {}})
+    ctx = Context(
+        "classifier",
+        str(model_dir),
+        {"model": {"serializedFile": "model.pt2"}},
+        batch,
+        gpu,
+        "0.12.0",
+        metrics=Metrics(),
+        model_yaml_config={"minWorkers": 1, "handler": handler_settings or {}},
+    )
     ctx.request_processor = [RequestProcessor((headers or [{}] * batch)[i]) for i in range(batch)]
     return ctx
 
@@ -67,8 +75,9 @@ def test_same_seed_gives_identical_answer_and_reported_seed_reproduces(handler, 
 
 def test_seed_from_x_seed_header_equals_seed_form_field(handler, tiny_model_dir):
     image = encode(random_image(300, 300, seed=4), "PNG")
-    by_header, statuses = run(handler, tiny_model_dir, [{"body": image}, {"body": image}],
-                              headers=[{"X-Seed": "5"}, {"x-seed": b"5"}])
+    by_header, statuses = run(
+        handler, tiny_model_dir, [{"body": image}, {"body": image}], headers=[{"X-Seed": "5"}, {"x-seed": b"5"}]
+    )
     by_field, _ = run(handler, tiny_model_dir, [{"data": image, "seed": "5"}, {"data": image, "seed": b"5"}])
     assert by_header[0] == by_header[1] == by_field[0] == by_field[1] and by_field[0]["crop"]["seed"] == 5
     bad, statuses = run(handler, tiny_model_dir, [{"body": image}], headers=[{"X-Seed": "five"}])
@@ -77,8 +86,13 @@ def test_seed_from_x_seed_header_equals_seed_form_field(handler, tiny_model_dir)
 
 def test_bad_item_fails_only_itself_in_a_batch(handler, tiny_model_dir):
     good = encode(random_image(120, 90, seed=1), "PNG")
-    requests = [{"body": good, "seed": b"1"}, {"body": b"not an image"}, {"data": good, "seed": b"1"},
-                {"body": {"json": True}}, {"body": good, "seed": b"oops"}]
+    requests = [
+        {"body": good, "seed": b"1"},
+        {"body": b"not an image"},
+        {"data": good, "seed": b"1"},
+        {"body": {"json": True}},
+        {"body": good, "seed": b"oops"},
+    ]
     bodies, statuses = run(handler, tiny_model_dir, requests)
     assert [s[0] for s in statuses] == [200, 400, 200, 415, 400]
     assert bodies[0] == bodies[2]  # same image and seed, different positions in the batch
@@ -88,7 +102,7 @@ def test_bad_item_fails_only_itself_in_a_batch(handler, tiny_model_dir):
     # A batch result equals the single-request result: batching does not change answers.
     [single], _ = run(handler, tiny_model_dir, [{"body": good, "seed": b"1"}])
     assert single["crop"] == bodies[0]["crop"]
-    for a, b in zip(single["predictions"], bodies[0]["predictions"]):
+    for a, b in zip(single["predictions"], bodies[0]["predictions"], strict=True):
         assert a["index"] == b["index"] and a["probability"] == pytest.approx(b["probability"], abs=1e-4)
 
 

@@ -8,6 +8,7 @@ import yaml
 
 from serving.launcher import TorchServeProcess, free_port
 from tests.conftest import REPO
+from training import synthetic
 
 
 def server_overrides(store: Path) -> dict[str, str]:
@@ -35,9 +36,20 @@ def model_store(tiny_model_dir, tmp_path_factory) -> Path:
     config.update(batchSize=4, maxBatchDelay=200)
     (work / "model-config.yaml").write_text(yaml.safe_dump(config))
     store = work / "model_store"
-    subprocess.run(["make", "-s", "archive", f"MODEL_DIR={tiny_model_dir}", f"MODEL_STORE={store}",
-                    f"STAGE={work / 'stage'}", f"MODEL_CONFIG={work / 'model-config.yaml'}"],
-                   cwd=REPO, check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [
+            "make",
+            "-s",
+            "archive",
+            f"MODEL_DIR={tiny_model_dir}",
+            f"MODEL_STORE={store}",
+            f"STAGE={work / 'stage'}",
+            f"MODEL_CONFIG={work / 'model-config.yaml'}",
+        ],
+        cwd=REPO,
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
     assert (store / "classifier.mar").exists()
     return store
 
@@ -46,3 +58,10 @@ def model_store(tiny_model_dir, tmp_path_factory) -> Path:
 def server(model_store, tmp_path_factory):
     with TorchServeProcess(REPO / "config.properties", tmp_path_factory.mktemp("ts"), server_overrides(model_store)) as ts:
         yield ts
+
+
+@pytest.fixture(scope="session")
+def images(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("images")
+    paths = synthetic.write_folder(root, per_class=1, seed=11)  # png, jpeg, png, jpeg
+    return {p.suffix.lstrip("."): p for p in paths}

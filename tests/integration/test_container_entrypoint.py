@@ -50,19 +50,22 @@ def healthcheck(env: dict[str, str]) -> int:
 
 def test_entrypoint_serves_then_stops_cleanly_on_sigterm(model_store, tmp_path):
     env = container_env(model_store, tmp_path)
-    out = open(tmp_path / "entrypoint.out", "wb")
-    proc = subprocess.Popen(ENTRYPOINT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    with open(tmp_path / "entrypoint.out", "wb") as out:  # the child keeps its own copy of the descriptor
+        proc = subprocess.Popen(ENTRYPOINT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     tree: list[psutil.Process] = []
     try:
         assert healthcheck(env) == 1  # not up yet: the image's HEALTHCHECK must fail
-        wait_ready(env["TS_MANAGEMENT_ADDRESS"], "classifier", 240, alive=lambda: proc.poll() is None,
-                   log_dir=tmp_path / "logs")
+        wait_ready(env["TS_MANAGEMENT_ADDRESS"], "classifier", 240, alive=lambda: proc.poll() is None, log_dir=tmp_path / "logs")
         rendered = (tmp_path / "work" / "config.properties").read_text()
         assert f"model_store={model_store.resolve()}" in rendered and "enable_model_api=false" in rendered
         assert healthcheck(env) == 0
 
-        resp = requests.post(f"{env['TS_INFERENCE_ADDRESS']}/predictions/classifier",
-                             data=(REPO / "docs" / "sample.png").read_bytes(), headers={"X-Seed": "1"}, timeout=60)
+        resp = requests.post(
+            f"{env['TS_INFERENCE_ADDRESS']}/predictions/classifier",
+            data=(REPO / "docs" / "sample.png").read_bytes(),
+            headers={"X-Seed": "1"},
+            timeout=60,
+        )
         assert resp.status_code == 200, resp.text
         check_contract(resp.json())
 

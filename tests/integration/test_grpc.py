@@ -19,7 +19,7 @@ from serving._generated import inference_pb2_grpc
 from serving.grpc_client import PredictionError, channel, ping, predict, predictions_request
 from serving.launcher import model_workers
 from tests.conftest import REPO
-from tests.integration.test_http import check_contract, images  # noqa: F401 (images is a fixture)
+from tests.integration.test_http import check_contract
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 
@@ -92,7 +92,9 @@ def test_unknown_model_is_a_real_grpc_error_status(grpc_port, images):
 def same_answer(a: dict, b: dict) -> bool:
     """Equal up to float rounding: batches of different sizes change logits in their last bits (oneDNN picks
     other kernels), so only answers computed alone, as in the sequential tests above, are bit-identical."""
-    numbers = [[p["probability"] for p in x["predictions"]] + [x["embedding"]["mean"], x["embedding"]["variance"]] for x in (a, b)]
+    numbers = [
+        [p["probability"] for p in x["predictions"]] + [x["embedding"]["mean"], x["embedding"]["variance"]] for x in (a, b)
+    ]
     labels = [[(p["label"], p["index"]) for p in x["predictions"]] for x in (a, b)]
     return a["crop"] == b["crop"] and labels[0] == labels[1] and numbers[0] == pytest.approx(numbers[1], rel=1e-5, abs=1e-7)
 
@@ -109,8 +111,9 @@ def test_twenty_concurrent_calls_all_succeed(server, grpc_port, images):
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "serving.grpc_client", *args], cwd=REPO,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "serving.grpc_client", *args], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
 
 
 def test_cli_prints_the_same_json_as_http(server, grpc_port, images):

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import psutil
 import pytest
@@ -19,13 +19,6 @@ from tests.integration.conftest import server_overrides
 from training import synthetic
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
-
-
-@pytest.fixture(scope="module")
-def images(tmp_path_factory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("images")
-    paths = synthetic.write_folder(root, per_class=1, seed=11)  # png, jpeg, png, jpeg
-    return {p.suffix.lstrip("."): p for p in paths}
 
 
 def check_contract(body: dict) -> None:
@@ -101,7 +94,9 @@ def test_launcher_start_and_stop_leave_no_process(model_store, tmp_path):
     write_properties(config, {**read_properties(REPO / "config.properties"), **server_overrides(model_store)})
     env = {**os.environ, "TMPDIR": str(tmp_path), "LOG_LOCATION": str(tmp_path / "logs")}
     launcher = [sys.executable, "-m", "serving.launcher"]
-    started = subprocess.run([*launcher, "start", "--config", str(config)], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    started = subprocess.run(
+        [*launcher, "start", "--config", str(config)], cwd=REPO, env=env, capture_output=True, text=True, timeout=300
+    )
     try:
         assert started.returncode == 0, started.stdout + started.stderr
         assert "READY" in started.stdout
@@ -112,10 +107,8 @@ def test_launcher_start_and_stop_leave_no_process(model_store, tmp_path):
     assert stopped.returncode == 0, stopped.stderr
     leftovers = [p for p in psutil.process_iter(["cmdline"]) if str(tmp_path) in " ".join(p.info["cmdline"] or [])]
     for proc in leftovers:  # the frontend may take a moment to reap its workers
-        try:
+        with contextlib.suppress(psutil.NoSuchProcess):
             proc.wait(timeout=30)
-        except psutil.NoSuchProcess:
-            pass
     assert not [p for p in leftovers if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
     with pytest.raises(requests.ConnectionError):
         requests.get(f"{url}/ping", timeout=5)

@@ -26,12 +26,35 @@ def image_dir(tmp_path_factory) -> Path:
 
 def locust(server, image_dir: Path, csv_prefix: Path, users: int, seconds: int, response_format: str, *extra: str) -> dict:
     """The real locust CLI, headless, as `make loadtest` runs it; returns the Aggregated row of its CSV."""
-    cmd = [sys.executable, "-m", "locust", "-f", str(REPO / "loadtests" / "locustfile.py"), "--headless", "--only-summary",
-           "--host", server.inference_url, "-u", str(users), "-r", str(users), "-t", f"{seconds}s",
-           "--csv", str(csv_prefix), "--image-dir", str(image_dir), "--model-name", "classifier",
-           "--response-format", response_format, *extra]
-    done = subprocess.run(cmd, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True,
-                          timeout=seconds + 90)
+    cmd = [
+        sys.executable,
+        "-m",
+        "locust",
+        "-f",
+        str(REPO / "loadtests" / "locustfile.py"),
+        "--headless",
+        "--only-summary",
+        "--host",
+        server.inference_url,
+        "-u",
+        str(users),
+        "-r",
+        str(users),
+        "-t",
+        f"{seconds}s",
+        "--csv",
+        str(csv_prefix),
+        "--image-dir",
+        str(image_dir),
+        "--model-name",
+        "classifier",
+        "--response-format",
+        response_format,
+        *extra,
+    ]
+    done = subprocess.run(
+        cmd, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=seconds + 90
+    )
     stats = Path(f"{csv_prefix}_stats.csv")
     assert stats.exists(), done.stdout + done.stderr
     return {"returncode": done.returncode, "output": done.stdout + done.stderr, **parse_locust_stats(stats)}

@@ -7,9 +7,8 @@ import random
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
-from handlers.preprocessing import PreprocessConfig, zoom_crop_pad
+from classifier.preprocessing import PreprocessConfig, zoom_crop_pad
 from training import synthetic
 from training.datasets import Augment, load_cifar
 from training.prepare import prepare
@@ -27,8 +26,16 @@ def write_cifar(root, labels_by_batch: dict[str, list[int]], seed=0):
         data = rng.integers(0, 256, size=(len(labels), 3072), dtype=np.uint8)
         batches[name] = (data, labels)
         with open(root / name, "wb") as f:
-            pickle.dump({b"batch_label": name.encode(), b"labels": labels, b"data": data,
-                         b"filenames": [f"{i}.png".encode() for i in range(len(labels))]}, f, protocol=2)
+            pickle.dump(
+                {
+                    b"batch_label": name.encode(),
+                    b"labels": labels,
+                    b"data": data,
+                    b"filenames": [f"{i}.png".encode() for i in range(len(labels))],
+                },
+                f,
+                protocol=2,
+            )
     with open(root / "batches.meta", "wb") as f:
         pickle.dump({b"label_names": LABEL_NAMES, b"num_cases_per_batch": 10000, b"num_vis": 3072}, f, protocol=2)
     return batches
@@ -36,14 +43,13 @@ def write_cifar(root, labels_by_batch: dict[str, list[int]], seed=0):
 
 def test_cifar_loader_takes_a_balanced_subset_in_the_real_pickle_layout(tmp_path):
     root = tmp_path / "cifar-10-batches-py"
-    batches = write_cifar(root, {"data_batch_1": [0, 1, 2, 0, 3, 1, 0, 1, 2, 2, 0, 1],
-                                 "test_batch": [3, 0, 1, 2, 0, 1, 0, 4]})
+    batches = write_cifar(root, {"data_batch_1": [0, 1, 2, 0, 3, 1, 0, 1, 2, 2, 0, 1], "test_batch": [3, 0, 1, 2, 0, 1, 0, 4]})
     classes, train, val = load_cifar(root, num_classes=2, per_class=3, train_batches=["data_batch_1"], val_per_class=0)
     assert classes == ["airplane", "automobile"]
     # The first 3 of class 0 and of class 1, in file order: rows 0, 1, 3, 5, 6, 7.
     assert [lbl for _, lbl in train] == [0, 1, 0, 1, 0, 1]
     data, _ = batches["data_batch_1"]
-    for (img, _), row in zip(train, [0, 1, 3, 5, 6, 7]):
+    for (img, _), row in zip(train, [0, 1, 3, 5, 6, 7], strict=True):
         assert img.size == (32, 32) and img.mode == "RGB"
         pixels = np.asarray(img)
         # Row-major CHW: pixel (y, x) channel c sits at c*1024 + y*32 + x.
@@ -118,7 +124,13 @@ def test_yaml_config_fills_flags_and_the_command_line_overrides_it(tmp_path):
     assert (args.epochs, args.batch_size, args.lr_schedule, args.opt, args.hflip) == (5, 16, "cosine", "sgd", False)
     assert (args.lr, args.weight_decay) == (0.05, 1e-4)  # the sgd defaults, since neither was given
     defaults = parse_args([])
-    assert (defaults.opt, defaults.lr, defaults.lr_schedule, defaults.rotate, defaults.epochs) == ("adamw", 1e-3, "onecycle", 0, 6)
+    assert (defaults.opt, defaults.lr, defaults.lr_schedule, defaults.rotate, defaults.epochs) == (
+        "adamw",
+        1e-3,
+        "onecycle",
+        0,
+        6,
+    )
 
     config.write_text("epochs: 3\nlearning_rate: 0.1\n")
     with pytest.raises(SystemExit, match="unknown keys \\['learning_rate'\\]"):

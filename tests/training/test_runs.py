@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from handlers.model import ResNetWithEmbedding, build_backbone
+from classifier.model import ResNetWithEmbedding, build_backbone
 from tests.conftest import REPO
 from tests.training.test_datasets import write_cifar
 
@@ -19,8 +19,13 @@ TINY = ["--arch", "tiny", "--synthetic-per-class", "2", "--synthetic-val-per-cla
 
 
 def train(tmp_path, *args):
-    result = subprocess.run([sys.executable, "-m", "training.train", *TINY, "--output-dir", str(tmp_path / "model"), *args],
-                            cwd=REPO, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-m", "training.train", *TINY, "--output-dir", str(tmp_path / "model"), *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     return result
 
@@ -63,7 +68,9 @@ def test_plots_are_valid_pngs(resumed_run):
 
 def test_early_stopping_stops_when_validation_loss_cannot_improve(tmp_path):
     # lr 0 and a min-delta no loss drop can reach: epoch 1 sets the best loss, epoch 2 cannot beat it.
-    result = train(tmp_path, "--epochs", "6", "--lr", "0", "--patience", "1", "--min-delta", "1e9", "--run-dir", str(tmp_path / "run"))
+    result = train(
+        tmp_path, "--epochs", "6", "--lr", "0", "--patience", "1", "--min-delta", "1e9", "--run-dir", str(tmp_path / "run")
+    )
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["stopped_early"] is True
     assert [h["epoch"] for h in metrics["history"]] == [1, 2]
@@ -75,8 +82,23 @@ def test_early_stopping_stops_when_validation_loss_cannot_improve(tmp_path):
 def test_export_is_the_best_checkpoint_not_the_last(tmp_path):
     # The lr grows 1e12-fold after epoch 1, so epochs 2 and 3 diverge and epoch 1 stays the best.
     run = tmp_path / "run"
-    train(tmp_path, "--epochs", "3", "--opt", "sgd", "--lr", "0.01", "--lr-schedule", "step", "--lr-step-size", "1",
-          "--lr-gamma", "1e12", "--run-dir", str(run))
+    train(
+        tmp_path,
+        "--epochs",
+        "3",
+        "--opt",
+        "sgd",
+        "--lr",
+        "0.01",
+        "--lr-schedule",
+        "step",
+        "--lr-step-size",
+        "1",
+        "--lr-gamma",
+        "1e12",
+        "--run-dir",
+        str(run),
+    )
     metrics = json.loads((run / "metrics.json").read_text())
     assert len(metrics["history"]) == 3 and metrics["best"]["epoch"] == 1
     best, last = (torch.load(run / f"checkpoint_{n}.pt", weights_only=False) for n in ("best", "last"))
@@ -101,8 +123,21 @@ def test_trains_on_a_cifar_subset_and_reports_per_class_and_topk(tmp_path):
     root = tmp_path / "cifar-10-batches-py"
     write_cifar(root, {"data_batch_1": [0, 1, 2, 3] * 3, "test_batch": [0, 1, 2, 3, 4, 5]})
     run = tmp_path / "run"
-    result = train(tmp_path, "--cifar", str(root), "--cifar-classes", "3", "--cifar-per-class", "2", "--epochs", "1",
-                   "--topk", "2", "--run-dir", str(run))
+    result = train(
+        tmp_path,
+        "--cifar",
+        str(root),
+        "--cifar-classes",
+        "3",
+        "--cifar-per-class",
+        "2",
+        "--epochs",
+        "1",
+        "--topk",
+        "2",
+        "--run-dir",
+        str(run),
+    )
     assert "train 6 images, validate 3 images" in result.stdout
     names = json.loads((tmp_path / "model" / "index_to_name.json").read_text())
     assert names == {"0": "airplane", "1": "automobile", "2": "bird"}
@@ -115,9 +150,26 @@ def test_trains_on_a_cifar_subset_and_reports_per_class_and_topk(tmp_path):
 
 def test_missing_or_corrupt_data_stops_with_the_path_not_a_traceback(tmp_path):
     (tmp_path / "cifar").mkdir()
-    for args, needle in [(["--cifar", str(tmp_path / "nope")], f"{tmp_path / 'nope'} does not exist"),
-                         (["--cifar", str(tmp_path / "cifar")], f"{tmp_path / 'cifar' / 'batches.meta'} does not exist"),
-                         (["--resume", str(tmp_path / "none.pt")], f"checkpoint {tmp_path / 'none.pt'} does not exist")]:
-        result = subprocess.run([sys.executable, "-m", "training.train", *TINY, *args, "--run-dir", str(tmp_path / "run"),
-                                 "--output-dir", str(tmp_path / "model")], cwd=REPO, capture_output=True, text=True, timeout=120)
+    for args, needle in [
+        (["--cifar", str(tmp_path / "nope")], f"{tmp_path / 'nope'} does not exist"),
+        (["--cifar", str(tmp_path / "cifar")], f"{tmp_path / 'cifar' / 'batches.meta'} does not exist"),
+        (["--resume", str(tmp_path / "none.pt")], f"checkpoint {tmp_path / 'none.pt'} does not exist"),
+    ]:
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "training.train",
+                *TINY,
+                *args,
+                "--run-dir",
+                str(tmp_path / "run"),
+                "--output-dir",
+                str(tmp_path / "model"),
+            ],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert result.returncode != 0 and needle in result.stderr and "Traceback" not in result.stderr, result.stderr

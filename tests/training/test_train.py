@@ -3,7 +3,6 @@
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -16,8 +15,7 @@ pytestmark = pytest.mark.slow
 
 
 def train(*args, check=True):
-    return subprocess.run([sys.executable, "-m", "training.train", *args], cwd=REPO, capture_output=True, text=True,
-                          check=False)
+    return subprocess.run([sys.executable, "-m", "training.train", *args], cwd=REPO, capture_output=True, text=True, check=False)
 
 
 def test_tiny_run_exports_artifact_labels_and_metadata(tiny_model_dir):
@@ -53,31 +51,62 @@ def test_image_folder_split_is_deterministic_and_disjoint(tmp_path):
 def test_trains_on_a_user_image_folder(tmp_path):
     synthetic.write_folder(tmp_path / "data", per_class=3, seed=0)
     out = tmp_path / "model"
-    result = train("--arch", "tiny", "--data", str(tmp_path / "data"), "--epochs", "1", "--batch-size", "4",
-                   "--output-dir", str(out), "--run-dir", str(tmp_path / "run"))
+    result = train(
+        "--arch",
+        "tiny",
+        "--data",
+        str(tmp_path / "data"),
+        "--epochs",
+        "1",
+        "--batch-size",
+        "4",
+        "--output-dir",
+        str(out),
+        "--run-dir",
+        str(tmp_path / "run"),
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "validation accuracy" in result.stdout
     assert json.loads((out / "index_to_name.json").read_text())["0"] == "checkerboard"
 
 
-@pytest.mark.parametrize("args,needle", [
-    (["--data", "/nonexistent/folder"], "/nonexistent/folder does not exist"),
-    (["--weights", "IMAGENET1K_V2", "--epochs", "0"], "--weights /path/to/resnet50"),
-    (["--weights", "no_such_weights"], "neither an existing file nor a torchvision weights name"),
-])
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["--data", "/nonexistent/folder"], "/nonexistent/folder does not exist"),
+        (["--weights", "IMAGENET1K_V2", "--epochs", "0"], "--weights /path/to/resnet50"),
+        (["--weights", "no_such_weights"], "neither an existing file nor a torchvision weights name"),
+    ],
+)
 def test_clear_errors_not_tracebacks(args, needle, tmp_path):
     # IMAGENET1K_V2 cannot be downloaded here (no network); elsewhere it would download, so keep the cache empty.
     env_home = tmp_path / "torch_home"
-    result = subprocess.run([sys.executable, "-m", "training.train", "--arch", "tiny", *args, "--output-dir", str(tmp_path),
-                             "--run-dir", str(tmp_path / "run")],
-                            cwd=REPO, capture_output=True, text=True, env={**__import__("os").environ, "TORCH_HOME": str(env_home)},
-                            timeout=120)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "training.train",
+            "--arch",
+            "tiny",
+            *args,
+            "--output-dir",
+            str(tmp_path),
+            "--run-dir",
+            str(tmp_path / "run"),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={**__import__("os").environ, "TORCH_HOME": str(env_home)},
+        timeout=120,
+    )
     assert result.returncode != 0
     assert needle in result.stderr and "Traceback" not in result.stderr
 
 
 def test_local_imagenet_weights_with_zero_epochs_export_the_1000_class_classifier(tmp_path):
     from torchvision.models import resnet50
+
     torch.manual_seed(0)
     reference = resnet50(weights=None).eval()
     weights = tmp_path / "resnet50.pth"

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from handlers.backends import ARTIFACTS, BACKENDS, cpu_flags, resolve_backend
+from classifier.backends import ARTIFACTS, BACKENDS, cpu_flags, resolve_backend
 
 CPU = torch.device("cpu")
 ALL_FILES = set(ARTIFACTS.values())

@@ -6,12 +6,13 @@ import math
 
 import pytest
 
-from loadtests.bench import (best_batch, broken_levels, headline, parse_locust_stats, plot, ratio, render_markdown,
-                             stock_handler)
+from loadtests.bench import best_batch, broken_levels, headline, parse_locust_stats, plot, ratio, render_markdown, stock_handler
 from loadtests.contract import check, check_ours, check_stock
 
-HEADER = ("Type,Name,Request Count,Failure Count,Median Response Time,Average Response Time,Min Response Time,"
-          "Max Response Time,Average Content Size,Requests/s,Failures/s,50%,66%,75%,80%,90%,95%,98%,99%,99.9%,99.99%,100%")
+HEADER = (
+    "Type,Name,Request Count,Failure Count,Median Response Time,Average Response Time,Min Response Time,"
+    "Max Response Time,Average Content Size,Requests/s,Failures/s,50%,66%,75%,80%,90%,95%,98%,99%,99.9%,99.99%,100%"
+)
 
 
 def write_stats(path, rows):
@@ -20,13 +21,24 @@ def write_stats(path, rows):
 
 
 def test_parse_locust_stats_reads_the_aggregated_row(tmp_path):
-    path = write_stats(tmp_path / "x_stats.csv", [
-        "POST,/predictions/classifier,120,0,300,310.5,90.1,900.2,337,4.0,0.0,300,320,340,350,400,450,600,700,900,900,900",
-        ",Aggregated,123,3,310,320.25,90.1,950.0,337,4.1,0.1,310,330,350,360,410,460,610,720,950,950,950",
-    ])
+    path = write_stats(
+        tmp_path / "x_stats.csv",
+        [
+            "POST,/predictions/classifier,120,0,300,310.5,90.1,900.2,337,4.0,0.0,300,320,340,350,400,450,600,700,900,900,900",
+            ",Aggregated,123,3,310,320.25,90.1,950.0,337,4.1,0.1,310,330,350,360,410,460,610,720,950,950,950",
+        ],
+    )
     stats = parse_locust_stats(path)
-    assert stats == {"requests": 123, "failures": 3, "rps": 4.1, "p50_ms": 310.0, "p95_ms": 460.0, "p99_ms": 720.0,
-                     "avg_ms": 320.25, "max_ms": 950.0}
+    assert stats == {
+        "requests": 123,
+        "failures": 3,
+        "rps": 4.1,
+        "p50_ms": 310.0,
+        "p95_ms": 460.0,
+        "p99_ms": 720.0,
+        "avg_ms": 320.25,
+        "max_ms": 950.0,
+    }
 
 
 def test_parse_locust_stats_with_no_requests_and_no_aggregated_row(tmp_path):
@@ -42,13 +54,17 @@ def test_ratio():
     assert ratio(None, 10.0) is None and ratio(3.0, None) is None and ratio(3.0, 0.0) is None
 
 
-RAW = [{"backend": "eager", "batch_size": 1, "images_per_s": 20.0},
-       {"backend": "eager", "batch_size": 8, "images_per_s": 32.0},
-       {"backend": "eager", "batch_size": 16, "images_per_s": 30.0}]
-SERVED = [{"server": "ours", "concurrency": 1, "rps": 16.0, "p50_ms": 60.0, "p95_ms": 70.0, "p99_ms": 80.0, "failures": 0},
-          {"server": "stock", "concurrency": 1, "rps": 20.0, "p50_ms": 50.0, "p95_ms": 55.0, "p99_ms": 60.0, "failures": 0},
-          {"server": "ours", "concurrency": 16, "rps": 24.0, "p50_ms": 600.0, "p95_ms": 700.0, "p99_ms": 800.0, "failures": 0},
-          {"server": "stock", "concurrency": 16, "rps": 8.0, "p50_ms": 2000.0, "p95_ms": 4000.0, "p99_ms": 5000.0, "failures": 2}]
+RAW = [
+    {"backend": "eager", "batch_size": 1, "images_per_s": 20.0},
+    {"backend": "eager", "batch_size": 8, "images_per_s": 32.0},
+    {"backend": "eager", "batch_size": 16, "images_per_s": 30.0},
+]
+SERVED = [
+    {"server": "ours", "concurrency": 1, "rps": 16.0, "p50_ms": 60.0, "p95_ms": 70.0, "p99_ms": 80.0, "failures": 0},
+    {"server": "stock", "concurrency": 1, "rps": 20.0, "p50_ms": 50.0, "p95_ms": 55.0, "p99_ms": 60.0, "failures": 0},
+    {"server": "ours", "concurrency": 16, "rps": 24.0, "p50_ms": 600.0, "p95_ms": 700.0, "p99_ms": 800.0, "failures": 0},
+    {"server": "stock", "concurrency": 16, "rps": 8.0, "p50_ms": 2000.0, "p95_ms": 4000.0, "p99_ms": 5000.0, "failures": 2},
+]
 
 
 def test_best_batch_and_headline_ratios():
@@ -64,12 +80,25 @@ def test_best_batch_and_headline_ratios():
 
 
 def report():
-    return {"date": "2026-11-23 12:00 UTC", "command": "python -m loadtests.bench --duration 5",
-            "machine": {"cpu": "Test CPU", "cores": 2, "ram_gib": 16.0, "os": "Linux", "python": "3.11.9"},
-            "versions": {"torch": "2.14.1", "torchserve": "0.12.0", "locust": "2.47.0"},
-            "settings": {"duration_s": 5, "warmup_s": 2, "concurrency": [1, 16], "threads": 2, "input_size": 224,
-                         "images": 28, "served_backend": "eager", "stock_handler": "image_classifier"},
-            "raw": RAW, "served": SERVED, "headline": headline(RAW, SERVED, "eager")}
+    return {
+        "date": "2026-11-23 12:00 UTC",
+        "command": "python -m loadtests.bench --duration 5",
+        "machine": {"cpu": "Test CPU", "cores": 2, "ram_gib": 16.0, "os": "Linux", "python": "3.11.9"},
+        "versions": {"torch": "2.14.1", "torchserve": "0.12.0", "locust": "2.47.0"},
+        "settings": {
+            "duration_s": 5,
+            "warmup_s": 2,
+            "concurrency": [1, 16],
+            "threads": 2,
+            "input_size": 224,
+            "images": 28,
+            "served_backend": "eager",
+            "stock_handler": "image_classifier",
+        },
+        "raw": RAW,
+        "served": SERVED,
+        "headline": headline(RAW, SERVED, "eager"),
+    }
 
 
 def test_render_markdown_has_the_tables_machine_command_and_ratios():
@@ -108,23 +137,30 @@ def test_stock_handler_is_the_stock_one_unless_the_model_has_too_few_classes():
     assert stock_handler(4).endswith("top2_image_classifier.py")
 
 
-GOOD = {"predictions": [{"label": "dots", "index": 1, "probability": 0.9},
-                        {"label": "checkerboard", "index": 0, "probability": 0.05}],
-        "embedding": {"mean": 0.42, "variance": 0.19, "dim": 2048},
-        "crop": {"mode": "random", "seed": 1, "box": [0, 0, 100, 100]}}
+GOOD = {
+    "predictions": [
+        {"label": "dots", "index": 1, "probability": 0.9},
+        {"label": "checkerboard", "index": 0, "probability": 0.05},
+    ],
+    "embedding": {"mean": 0.42, "variance": 0.19, "dim": 2048},
+    "crop": {"mode": "random", "seed": 1, "box": [0, 0, 100, 100]},
+}
 
 
-@pytest.mark.parametrize("broken, reason", [
-    ({**GOOD, "predictions": GOOD["predictions"][:1]}, "expected 2 predictions"),
-    ({**GOOD, "predictions": [{"index": 1, "probability": 0.9}, GOOD["predictions"][1]]}, "without a label"),
-    ({**GOOD, "predictions": [GOOD["predictions"][0], {"label": "x", "probability": 1.5}]}, "not in [0, 1]"),
-    ({**GOOD, "predictions": GOOD["predictions"][::-1]}, "not sorted"),
-    ({k: v for k, v in GOOD.items() if k != "embedding"}, "no embedding"),
-    ({**GOOD, "embedding": {"mean": math.nan, "variance": 0.1}}, "mean is not a finite number"),
-    ({**GOOD, "embedding": {"mean": 0.1, "variance": -0.1}}, "variance"),
-    ({**GOOD, "embedding": {"mean": 0.1}}, "variance"),
-    ([GOOD], "expected a JSON object"),
-])
+@pytest.mark.parametrize(
+    "broken, reason",
+    [
+        ({**GOOD, "predictions": GOOD["predictions"][:1]}, "expected 2 predictions"),
+        ({**GOOD, "predictions": [{"index": 1, "probability": 0.9}, GOOD["predictions"][1]]}, "without a label"),
+        ({**GOOD, "predictions": [GOOD["predictions"][0], {"label": "x", "probability": 1.5}]}, "not in [0, 1]"),
+        ({**GOOD, "predictions": GOOD["predictions"][::-1]}, "not sorted"),
+        ({k: v for k, v in GOOD.items() if k != "embedding"}, "no embedding"),
+        ({**GOOD, "embedding": {"mean": math.nan, "variance": 0.1}}, "mean is not a finite number"),
+        ({**GOOD, "embedding": {"mean": 0.1, "variance": -0.1}}, "variance"),
+        ({**GOOD, "embedding": {"mean": 0.1}}, "variance"),
+        ([GOOD], "expected a JSON object"),
+    ],
+)
 def test_check_ours_names_what_is_wrong(broken, reason):
     assert check_ours(GOOD) is None
     assert reason in check_ours(broken)

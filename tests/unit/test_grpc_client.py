@@ -7,7 +7,7 @@ import json
 import grpc
 import pytest
 
-from handlers.postprocessing import error_body
+from classifier.postprocessing import error_body
 from handlers.requests import extract_image, find_seed, parse_seed
 from serving.grpc_client import PredictionError, grpc_status_for_http, parse_answer, predictions_request
 
@@ -31,8 +31,15 @@ def test_answer_is_parsed_json():
     assert parse_answer(json.dumps(answer).encode()) == answer
 
 
-@pytest.mark.parametrize("http, code", [(400, grpc.StatusCode.INVALID_ARGUMENT), (415, grpc.StatusCode.FAILED_PRECONDITION),
-                                        (503, grpc.StatusCode.UNAVAILABLE), (500, grpc.StatusCode.INTERNAL)])
+@pytest.mark.parametrize(
+    "http, code",
+    [
+        (400, grpc.StatusCode.INVALID_ARGUMENT),
+        (415, grpc.StatusCode.FAILED_PRECONDITION),
+        (503, grpc.StatusCode.UNAVAILABLE),
+        (500, grpc.StatusCode.INTERNAL),
+    ],
+)
 def test_handler_error_body_becomes_a_status(http, code):
     with pytest.raises(PredictionError) as caught:
         parse_answer(error_body("body is not an image", http))

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from handlers.model import ResNetWithEmbedding, build_backbone
+from classifier.model import ResNetWithEmbedding, build_backbone
 
 
 @pytest.mark.parametrize("arch", ["tiny", "resnet50"])

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from handlers.postprocessing import embedding_stats, error_body, top_k_predictions
+from classifier.postprocessing import embedding_stats, error_body, top_k_predictions
 
 
 def numpy_softmax(x):
@@ -18,7 +18,7 @@ def test_top_2_matches_numpy():
     labels = [f"class{i}" for i in range(7)]
     out = top_k_predictions(torch.from_numpy(logits), labels, k=2)
     probs = numpy_softmax(logits)
-    for row, preds in zip(probs, out):
+    for row, preds in zip(probs, out, strict=True):
         order = np.argsort(-row)[:2]
         assert [p["index"] for p in preds] == order.tolist()
         assert [p["label"] for p in preds] == [labels[i] for i in order]
@@ -41,7 +41,7 @@ def test_embedding_stats_match_numpy_population_variance():
     rng = np.random.default_rng(1)
     emb = rng.gamma(2.0, size=(5, 2048)).astype(np.float32)
     stats = embedding_stats(torch.from_numpy(emb))
-    for row, s in zip(emb.astype(np.float64), stats):
+    for row, s in zip(emb.astype(np.float64), stats, strict=True):
         assert s["dim"] == 2048
         assert s["mean"] == pytest.approx(row.mean(), rel=1e-9)
         assert s["variance"] == pytest.approx(row.var(ddof=0), rel=1e-9)

@@ -5,15 +5,29 @@ import pytest
 import torch
 from PIL import Image
 
-from handlers.preprocessing import (
-    IMAGENET_MEAN, IMAGENET_STD, CropBox, ImageDecodeError, PreprocessConfig, choose_crop, decode_image,
-    normalize_and_pad, pil_to_tensor, preprocess_bytes, zoom_crop, zoom_crop_naive, zoom_crop_pad, zoomed_size)
+from classifier.preprocessing import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    CropBox,
+    ImageDecodeError,
+    PreprocessConfig,
+    choose_crop,
+    decode_image,
+    normalize_and_pad,
+    pil_to_tensor,
+    preprocess_bytes,
+    zoom_crop,
+    zoom_crop_naive,
+    zoom_crop_pad,
+    zoomed_size,
+)
 from tests.conftest import encode, random_image
 
 CFG = PreprocessConfig()
 
 
 # ----------------------------------------------------------------------------- geometry
+
 
 @pytest.mark.parametrize("size,expected", [((100, 80), (150, 120)), ((1, 1), (2, 2)), ((3, 5), (5, 8)), ((67, 66), (101, 99))])
 def test_zoomed_size_rounds_half_up(size, expected):
@@ -47,6 +61,7 @@ def test_invalid_crop_mode_names_the_choices():
 
 # ----------------------------------------------------------------------------- fast path == naive path
 
+
 @pytest.mark.parametrize("seed", range(40))
 def test_fast_zoom_crop_equals_naive_resize_then_crop(seed):
     """The fast path resamples only the crop's source window; it must equal a full resize within 1e-6 ([0,1] scale)."""
@@ -70,6 +85,7 @@ def test_zoom_of_constant_image_is_constant():
 
 # ----------------------------------------------------------------------------- tensor values
 
+
 def test_padding_is_zero_and_crop_is_normalised_in_the_centre():
     img = Image.new("RGB", (200, 200), (255, 0, 128))
     tensor, box = zoom_crop_pad(img, CFG, "random", random.Random(3))
@@ -89,11 +105,11 @@ def test_small_and_odd_shaped_images(size):
     zw, zh = zoomed_size(*size, 1.5)
     assert (box.width, box.height) == (min(100, zw), min(100, zh))
     top, left = (224 - box.height) // 2, (224 - box.width) // 2
-    region = tensor[:, top:top + box.height, left:left + box.width]
+    region = tensor[:, top : top + box.height, left : left + box.width]
     expected = normalize_and_pad(zoom_crop_naive(img, box, 1.5), 224, IMAGENET_MEAN, IMAGENET_STD)
     assert torch.allclose(tensor, expected, atol=1e-5)
     outside = torch.ones(224, 224, dtype=torch.bool)
-    outside[top:top + box.height, left:left + box.width] = False
+    outside[top : top + box.height, left : left + box.width] = False
     assert (tensor[:, outside] == 0).all() and region.abs().sum() > 0
 
 
@@ -107,6 +123,7 @@ def test_same_seed_same_tensor_and_different_seeds_differ():
 
 
 # ----------------------------------------------------------------------------- decoding
+
 
 def test_png_and_jpeg_decode_to_rgb():
     img = random_image(64, 48, seed=3)
@@ -158,11 +175,14 @@ def test_webp_decodes():
     assert decode_image(encode(random_image(30, 30), "WEBP")).size == (30, 30)
 
 
-@pytest.mark.parametrize("data,needle", [
-    (b"", "empty body"),
-    (b"hello, I am text", "not an image"),
-    (b"\x89PNG\r\n\x1a\n" + b"\x00" * 20, "not an image"),
-])
+@pytest.mark.parametrize(
+    "data,needle",
+    [
+        (b"", "empty body"),
+        (b"hello, I am text", "not an image"),
+        (b"\x89PNG\r\n\x1a\n" + b"\x00" * 20, "not an image"),
+    ],
+)
 def test_garbage_is_refused_with_a_reason(data, needle):
     with pytest.raises(ImageDecodeError, match=needle):
         decode_image(data)

@@ -1,8 +1,9 @@
 import pytest
 import torch
 
-from handlers.backends import select_device
-from handlers.requests import HandlerSettings, RequestError, extract_image, find_seed, parse_seed
+from classifier.backends import select_device
+from classifier.settings import HandlerSettings
+from handlers.requests import RequestError, extract_image, find_seed, parse_seed
 
 
 @pytest.mark.parametrize("raw,expected", [(None, None), (b"42", 42), ("7", 7), (0, 0), (bytearray(b" 9 "), 9)])
@@ -22,11 +23,14 @@ def test_extract_image_from_body_data_and_form_fields():
     assert extract_image({"file": b"f"}) == b"f"
 
 
-@pytest.mark.parametrize("request_,code,needle", [
-    ({"body": {"image": "..."}}, 415, "JSON"),
-    ({"body": "plain text"}, 415, "text"),
-    ({"seed": b"1"}, 400, "no image"),
-])
+@pytest.mark.parametrize(
+    "request_,code,needle",
+    [
+        ({"body": {"image": "..."}}, 415, "JSON"),
+        ({"body": "plain text"}, 415, "text"),
+        ({"seed": b"1"}, 400, "no image"),
+    ],
+)
 def test_extract_image_refuses_what_is_not_image_bytes(request_, code, needle):
     with pytest.raises(RequestError, match=needle) as info:
         extract_image(request_)
@@ -46,11 +50,17 @@ def test_settings_reject_unknown_keys_and_bad_crop_mode():
         HandlerSettings.from_model_config({"handler": {"crop_mode": "left"}}, 2)
 
 
-@pytest.mark.parametrize("gpu_id,cuda,expected", [
-    (None, True, "cpu"), (None, False, "cpu"), ("", True, "cpu"),
-    (0, False, "cpu"),            # assigned a GPU but CUDA is unusable: serve on CPU rather than crash
-    (0, True, "cuda:0"), ("1", True, "cuda:1"),
-])
+@pytest.mark.parametrize(
+    "gpu_id,cuda,expected",
+    [
+        (None, True, "cpu"),
+        (None, False, "cpu"),
+        ("", True, "cpu"),
+        (0, False, "cpu"),  # assigned a GPU but CUDA is unusable: serve on CPU rather than crash
+        (0, True, "cuda:0"),
+        ("1", True, "cuda:1"),
+    ],
+)
 def test_device_selection(gpu_id, cuda, expected):
     assert select_device(gpu_id, cuda) == torch.device(expected)
 

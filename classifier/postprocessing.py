@@ -13,7 +13,8 @@ the embedding's dimensions.
 from __future__ import annotations
 
 import json
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 
@@ -32,9 +33,11 @@ def top_k_predictions(logits: torch.Tensor, labels: Mapping[int, str] | Sequence
     probs = torch.softmax(logits.float(), dim=1)
     values, indices = probs.topk(min(k, probs.shape[1]), dim=1)
     return [
-        [{"label": _label(labels, i), "index": i, "probability": p}
-         for i, p in zip(row_idx.tolist(), row_val.tolist())]
-        for row_idx, row_val in zip(indices, values)
+        [
+            {"label": _label(labels, i), "index": i, "probability": p}
+            for i, p in zip(row_idx.tolist(), row_val.tolist(), strict=True)
+        ]
+        for row_idx, row_val in zip(indices, values, strict=True)
     ]
 
 

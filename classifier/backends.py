@@ -21,8 +21,8 @@ int8 without VNNI -> fp32, a missing runtime or artifact -> eager, CUDA -> eager
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -66,8 +66,9 @@ def has_vnni(flags: set[str]) -> bool:
     return bool(flags & {"avx512_vnni", "avx_vnni", "amx_int8"})
 
 
-def resolve_backend(requested: str, flags: set[str], files: set[str], device: torch.device,
-                    importable: Callable[[str], bool]) -> tuple[str, str | None]:
+def resolve_backend(
+    requested: str, flags: set[str], files: set[str], device: torch.device, importable: Callable[[str], bool]
+) -> tuple[str, str | None]:
     """The backend to run and, when it differs from ``requested``, why.
 
     Args:
@@ -132,8 +133,12 @@ class OpenVinoBackend:
         import openvino as ov
 
         core = ov.Core()
-        config = {"INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": precision,
-                  "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1}
+        config = {
+            "INFERENCE_NUM_THREADS": threads,
+            "INFERENCE_PRECISION_HINT": precision,
+            "PERFORMANCE_HINT": "LATENCY",
+            "NUM_STREAMS": 1,
+        }
         self.compiled = core.compile_model(core.read_model(str(artifact)), "CPU", config)
         self.request = self.compiled.create_infer_request()
         self.outputs = [self.compiled.output(i) for i in range(2)]

@@ -11,6 +11,7 @@ the same output) and depends only on Pillow, numpy and torch.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import random
 import warnings
@@ -50,7 +51,7 @@ class PreprocessConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, values: dict) -> "PreprocessConfig":
+    def from_dict(cls, values: dict) -> PreprocessConfig:
         known = {k: v for k, v in values.items() if k in cls.__dataclass_fields__}
         for key in ("mean", "std", "background"):
             if key in known:
@@ -74,8 +75,11 @@ class CropBox:
 # --------------------------------------------------------------------------- decode
 
 
-def decode_image(data: bytes | bytearray, max_pixels: int = PreprocessConfig.max_image_pixels,
-                 background: tuple[int, int, int] = (255, 255, 255)) -> Image.Image:
+def decode_image(
+    data: bytes | bytearray,
+    max_pixels: int = PreprocessConfig.max_image_pixels,
+    background: tuple[int, int, int] = (255, 255, 255),
+) -> Image.Image:
     """Decode encoded image bytes into an upright RGB image.
 
     Applies the EXIF orientation, keeps only the first frame of animations, and
@@ -95,9 +99,7 @@ def decode_image(data: bytes | bytearray, max_pixels: int = PreprocessConfig.max
             img = Image.open(io.BytesIO(data))
             width, height = img.size
             if width * height > max_pixels:
-                raise ImageDecodeError(
-                    f"image is {width}x{height} = {width * height} pixels, over the limit of {max_pixels}"
-                )
+                raise ImageDecodeError(f"image is {width}x{height} = {width * height} pixels, over the limit of {max_pixels}")
             img.load()  # decode now, so truncated files fail here rather than later
     except ImageDecodeError:
         raise
@@ -109,10 +111,8 @@ def decode_image(data: bytes | bytearray, max_pixels: int = PreprocessConfig.max
         raise ImageDecodeError(f"image could not be decoded ({type(exc).__name__}: {exc}); is the file truncated?") from None
     if width < 1 or height < 1:
         raise ImageDecodeError(f"image has no pixels ({width}x{height})")
-    try:
+    with contextlib.suppress(Exception):  # a corrupt EXIF block should not cost the user the prediction
         img = ImageOps.exif_transpose(img)
-    except Exception:  # a corrupt EXIF block should not cost the user the prediction
-        pass
     return to_rgb(img, background)
 
 
@@ -135,9 +135,7 @@ def to_rgb(img: Image.Image, background: tuple[int, int, int] = (255, 255, 255))
             peak = 255.0 if top <= 255 else 65535.0 if top <= 65535 else top
         grey = np.clip(arr / peak * 255.0 + 0.5, 0, 255).astype(np.uint8)
         return Image.fromarray(grey).convert("RGB")
-    has_alpha = img.mode in ("RGBA", "LA", "La", "RGBa", "PA") or (
-        img.mode == "P" and "transparency" in img.info
-    )
+    has_alpha = img.mode in ("RGBA", "LA", "La", "RGBa", "PA") or (img.mode == "P" and "transparency" in img.info)
     if has_alpha:
         rgba = img.convert("RGBA")
         canvas = Image.new("RGBA", rgba.size, background + (255,))
@@ -153,8 +151,7 @@ def zoomed_size(width: int, height: int, zoom: float) -> tuple[int, int]:
     return max(1, int(width * zoom + 0.5)), max(1, int(height * zoom + 0.5))
 
 
-def choose_crop(zoomed_w: int, zoomed_h: int, crop_size: int, mode: CropMode,
-                rng: random.Random | None = None) -> CropBox:
+def choose_crop(zoomed_w: int, zoomed_h: int, crop_size: int, mode: CropMode, rng: random.Random | None = None) -> CropBox:
     """Pick a ``crop_size`` square inside the zoomed image.
 
     Where the zoomed image is smaller than ``crop_size`` in a dimension, the crop
@@ -212,7 +209,7 @@ def zoom_crop_naive(img: Image.Image, box: CropBox, zoom: float) -> torch.Tensor
     zw, zh = zoomed_size(img.width, img.height, zoom)
     image = pil_to_tensor(img).double().div(255.0)
     zoomed = F.interpolate(image[None], size=(zh, zw), mode="bilinear", align_corners=False)[0]
-    return zoomed[:, box.top:box.top + box.height, box.left:box.left + box.width].float()
+    return zoomed[:, box.top : box.top + box.height, box.left : box.left + box.width].float()
 
 
 def pil_to_tensor(img: Image.Image) -> torch.Tensor:
@@ -223,8 +220,9 @@ def pil_to_tensor(img: Image.Image) -> torch.Tensor:
 # --------------------------------------------------------------------------- tensor
 
 
-def normalize_and_pad(crop: torch.Tensor, input_size: int, mean: tuple[float, float, float],
-                      std: tuple[float, float, float]) -> torch.Tensor:
+def normalize_and_pad(
+    crop: torch.Tensor, input_size: int, mean: tuple[float, float, float], std: tuple[float, float, float]
+) -> torch.Tensor:
     """Normalise a ``(3, h, w)`` crop in [0, 1] and centre it in a zero ``(3, input_size, input_size)`` tensor.
 
     The padding is exactly zero in the normalised space, i.e. what the network sees.
@@ -236,12 +234,13 @@ def normalize_and_pad(crop: torch.Tensor, input_size: int, mean: tuple[float, fl
     std_t = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
     out = torch.zeros(3, input_size, input_size)
     top, left = (input_size - height) // 2, (input_size - width) // 2
-    out[:, top:top + height, left:left + width] = (crop - mean_t) / std_t
+    out[:, top : top + height, left : left + width] = (crop - mean_t) / std_t
     return out
 
 
-def zoom_crop_pad(img: Image.Image, config: PreprocessConfig, mode: CropMode = "random",
-                  rng: random.Random | None = None) -> tuple[torch.Tensor, CropBox]:
+def zoom_crop_pad(
+    img: Image.Image, config: PreprocessConfig, mode: CropMode = "random", rng: random.Random | None = None
+) -> tuple[torch.Tensor, CropBox]:
     """The whole per-image pipeline after decoding: returns the network input and the crop used."""
     zw, zh = zoomed_size(img.width, img.height, config.zoom)
     box = choose_crop(zw, zh, config.crop_size, mode, rng)
@@ -249,8 +248,9 @@ def zoom_crop_pad(img: Image.Image, config: PreprocessConfig, mode: CropMode = "
     return normalize_and_pad(crop, config.input_size, config.mean, config.std), box
 
 
-def preprocess_bytes(data: bytes | bytearray, config: PreprocessConfig, mode: CropMode = "random",
-                     seed: int | None = None) -> tuple[torch.Tensor, CropBox]:
+def preprocess_bytes(
+    data: bytes | bytearray, config: PreprocessConfig, mode: CropMode = "random", seed: int | None = None
+) -> tuple[torch.Tensor, CropBox]:
     """Decode and preprocess one request body. ``seed`` makes a random crop reproducible."""
     img = decode_image(data, config.max_image_pixels, config.background)
     rng = random.Random(seed) if seed is not None else None
