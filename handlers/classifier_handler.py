@@ -61,13 +61,16 @@ class ClassifierHandler(BaseHandler):
 
     def preprocess(self, data: list[Mapping[str, Any]]) -> list[tuple[torch.Tensor, dict] | RequestError]:
         headers = [self.context.get_all_request_header(idx) for idx in range(len(data))]
+        ids = [self.context.get_request_id(idx) for idx in range(len(data))]
         if len(data) == 1:
-            return [self._prepare(data[0], headers[0])]
+            return [self._prepare(data[0], headers[0], ids[0])]
         # Pillow's decoders and torch's ops release the GIL, so a batch decodes on all the worker's
         # cores instead of one while the others wait for inference (docs/optimization.md).
-        return list(self.pool.map(self._prepare, data, headers))
+        return list(self.pool.map(self._prepare, data, headers, ids))
 
-    def _prepare(self, request: Mapping[str, Any], headers: Mapping[str, Any]) -> tuple[torch.Tensor, dict] | RequestError:
+    def _prepare(
+        self, request: Mapping[str, Any], headers: Mapping[str, Any], request_id: str | None = None
+    ) -> tuple[torch.Tensor, dict] | RequestError:
         try:
             image = extract_image(request, self.settings.max_body_bytes)
             seed = parse_seed(find_seed(request, headers))
@@ -81,9 +84,11 @@ class ClassifierHandler(BaseHandler):
             return exc
         except ImageDecodeError as exc:
             return RequestError(str(exc))
-        except Exception as exc:  # one odd image must fail alone, not take its whole batch down
-            logger.exception("preprocessing failed")
-            return RequestError(f"image could not be processed ({type(exc).__name__}: {exc})")
+        except Exception:  # a bug of ours, not the client's: a 500 for this item alone, not its whole batch
+            logger.exception("preprocessing failed for request %s", request_id)
+            return RequestError(
+                f"internal error while processing the image (request id {request_id}); the server log has the details", 500
+            )
         return tensor, crop_info(mode, seed, box)
 
     def inference(self, items: list, *args, **kwargs) -> tuple[list, torch.Tensor | None, torch.Tensor | None]:

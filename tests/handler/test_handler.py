@@ -32,6 +32,7 @@ def make_context(model_dir, handler_settings=None, batch=1, gpu=None, headers=No
         model_yaml_config={"minWorkers": 1, "handler": handler_settings or {}},
     )
     ctx.request_processor = [RequestProcessor((headers or [{}] * batch)[i]) for i in range(batch)]
+    ctx.request_ids = {i: f"req-{i}" for i in range(batch)}  # as TorchServe's worker sets them
     return ctx
 
 
@@ -128,7 +129,7 @@ def test_gpu_assignment_without_cuda_falls_back_to_cpu(tiny_model_dir):
 
 
 def test_an_unexpected_preprocessing_failure_fails_only_its_item(handler, tiny_model_dir, monkeypatch):
-    """Whatever breaks on one image (here: a crop geometry the code never expects) stays a 4xx for that image."""
+    """A bug of ours on one image is a 500 for that image only, with a request id and no internals in the message."""
     import handlers.classifier_handler as module
 
     real = module.preprocess_bytes
@@ -141,5 +142,7 @@ def test_an_unexpected_preprocessing_failure_fails_only_its_item(handler, tiny_m
     monkeypatch.setattr(module, "preprocess_bytes", flaky)
     good = encode(random_image(90, 90, seed=8), "PNG")
     bodies, statuses = run(handler, tiny_model_dir, [{"body": good}, {"body": b"BOOM" + good}])
-    assert [s[0] for s in statuses] == [200, 400]
-    assert "ZeroDivisionError" in bodies[1]["message"] and len(bodies[0]["predictions"]) == 2
+    assert [s[0] for s in statuses] == [200, 500]
+    assert bodies[1]["type"] == "InternalServerError" and bodies[1]["code"] == 500
+    assert "request id req-1" in bodies[1]["message"] and "simulated" not in bodies[1]["message"]
+    assert len(bodies[0]["predictions"]) == 2
