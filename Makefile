@@ -1,5 +1,5 @@
 # Every target the README names. Each depends on `install`, so a fresh clone needs no manual step.
-.PHONY: install lint format stubs train prepare archive serve stop test test-fast soak clean help FORCE image image-gpu run-image loadtest bench
+.PHONY: install lock lock-check lint format stubs train prepare archive serve stop test test-fast soak clean help FORCE image image-gpu run-image loadtest bench
 
 VENV      := .venv
 PY        := $(VENV)/bin/python
@@ -31,14 +31,25 @@ help:
 # ---------------------------------------------------------------- setup
 install: $(STAMP) $(STUBS)
 
-$(STAMP): requirements.txt
+$(STAMP): requirements.lock
 	@command -v java >/dev/null 2>&1 || { echo "error: TorchServe needs Java 11 or later, and no 'java' is on PATH. Install a JDK/JRE (e.g. apt-get install openjdk-17-jre-headless)." >&2; exit 1; }
 	@v=$$(java -version 2>&1 | sed -n 's/.*version "\([0-9]*\).*/\1/p' | head -1); \
 	  if [ -z "$$v" ] || [ "$$v" -lt 11 ]; then echo "error: TorchServe needs Java 11 or later; found: $$(java -version 2>&1 | head -1)" >&2; exit 1; fi
 	@command -v python3.11 >/dev/null 2>&1 && p=python3.11 || p=python3; \
 	  test -x $(PY) || $$p -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.lock
 	@touch $@
+
+# requirements.txt is what people edit; requirements.lock pins every package with hashes and is what
+# `make install` installs. Run `make lock` after editing requirements.txt (tests/unit/test_lock.py checks).
+PIP_COMPILE := $(VENV)/bin/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras --no-emit-index-url --no-emit-find-links
+lock: | $(STAMP)
+	$(PIP_COMPILE) --output-file requirements.lock requirements.txt
+
+# A full re-resolution into a temporary file, compared with the committed lock (needs the index, takes minutes).
+lock-check: | $(STAMP)
+	@tmp=$$(mktemp) && cp requirements.lock $$tmp && $(PIP_COMPILE) --output-file $$tmp requirements.txt \
+	  && diff -u requirements.lock $$tmp && echo "requirements.lock is up to date"
 
 # gRPC client stubs, generated from our .proto (never edited, never committed). The -I mapping
 # makes protoc write them as the package serving._generated, so their imports resolve.
@@ -63,9 +74,11 @@ prepare: $(STAMP)
 
 archive: $(MAR)
 
-# fp32 ONNX and its int8 (static QDQ) quantization, calibrated on the model's training data.
+# fp32 ONNX and its int8 (static QDQ) quantization, calibrated on the model's training data
+# (CALIBRATION_DATA=DIR: on that folder of images instead, e.g. for a weights-only export).
+CALIBRATION_DATA ?=
 $(MODEL_DIR)/model.onnx $(MODEL_DIR)/model.int8.onnx &: $(MODEL_DIR)/model.pt2 | $(STAMP)
-	$(PY) -m training.export_onnx --model-dir $(MODEL_DIR)
+	$(PY) -m training.export_onnx --model-dir $(MODEL_DIR) $(if $(CALIBRATION_DATA),--calibration-data $(CALIBRATION_DATA))
 
 # The handler imports the `handlers` adapter and the `classifier` core, so both are staged as
 # folders inside the archive: the .mar is self-contained (tests/integration/test_archive.py).

@@ -220,6 +220,11 @@ def pil_to_tensor(img: Image.Image) -> torch.Tensor:
 # --------------------------------------------------------------------------- tensor
 
 
+def pad_offsets(height: int, width: int, input_size: int) -> tuple[int, int]:
+    """``(top, left)`` of an ``height x width`` crop centred in the ``input_size`` square (extra pixel bottom/right)."""
+    return (input_size - height) // 2, (input_size - width) // 2
+
+
 def normalize_and_pad(
     crop: torch.Tensor, input_size: int, mean: tuple[float, float, float], std: tuple[float, float, float]
 ) -> torch.Tensor:
@@ -233,7 +238,7 @@ def normalize_and_pad(
     mean_t = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
     std_t = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
     out = torch.zeros(3, input_size, input_size)
-    top, left = (input_size - height) // 2, (input_size - width) // 2
+    top, left = pad_offsets(height, width, input_size)
     out[:, top : top + height, left : left + width] = (crop - mean_t) / std_t
     return out
 

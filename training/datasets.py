@@ -10,15 +10,18 @@ from __future__ import annotations
 
 import pickle
 import random
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from classifier.preprocessing import ImageDecodeError, PreprocessConfig, decode_image, zoom_crop_pad
+from classifier.preprocessing import ImageDecodeError, PreprocessConfig, decode_image, pad_offsets, zoom_crop_pad
+from training import synthetic
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 CIFAR_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
@@ -60,7 +63,7 @@ class Augment:
         """Tensor-level augmentation on the normalised, padded network input."""
         if self.noise > 0:
             h, w = crop_hw
-            top, left = (config.input_size - h) // 2, (config.input_size - w) // 2
+            top, left = pad_offsets(h, w, config.input_size)
             std = torch.tensor(config.std).view(3, 1, 1)
             tensor[:, top : top + h, left : left + w] += torch.randn(3, h, w) * self.noise / std
         return tensor
@@ -83,6 +86,9 @@ class PreprocessedImages(Dataset):
     ):
         self.items, self.config, self.train, self.seed = items, config, train, seed
         self.augment = augment if train and augment is not None else Augment()
+        # Training draws from one stream seeded by --seed; with the loader in this process (no workers) and a seeded
+        # shuffle, the draws happen in the same order on every run, so a run is reproducible.
+        self.rng = random.Random(seed)
 
     def __len__(self) -> int:
         return len(self.items)
@@ -90,7 +96,7 @@ class PreprocessedImages(Dataset):
     def __getitem__(self, idx: int) -> tuple[torch.Tensor, int]:
         source, label = self.items[idx]
         img = source if isinstance(source, Image.Image) else load_image_file(source, self.config)
-        rng = random.Random() if self.train else random.Random(self.seed * 1_000_003 + idx)
+        rng = self.rng if self.train else random.Random(self.seed * 1_000_003 + idx)
         img = self.augment.before(img, rng)
         tensor, box = zoom_crop_pad(img, self.config, "random", rng)
         return self.augment.after(tensor, (box.height, box.width), self.config), label
@@ -216,3 +222,26 @@ def load_cifar(
         val_per_class = min(val_per_class, *(test_labels.count(c) for c in range(num_classes)))
     val = balanced_subset(test_images, test_labels, num_classes, val_per_class or None, str(root / "test_batch"))
     return names[:num_classes], train, val
+
+
+# ----------------------------------------------------------------------------- which data a run used
+
+
+def training_items(args: Mapping[str, Any]) -> tuple[list[str], list, list, str]:
+    """Classes, train items, val items and a description of the data that training ``args`` name.
+
+    Training calls it with its parsed flags; the ONNX export calls it with the flags saved in
+    ``metadata.json``, so int8 calibration sees the same images the model was trained on.
+    """
+    if args.get("cifar"):
+        batches = [b.strip() for b in args["cifar_train_batches"].split(",") if b.strip()]
+        classes, train, val = load_cifar(
+            Path(args["cifar"]), args["cifar_classes"], args["cifar_per_class"], batches, args["cifar_val_per_class"]
+        )
+        return classes, train, val, f"CIFAR-10 {args['cifar']} ({', '.join(batches)})"
+    if args.get("data"):
+        classes, train, val = load_image_folder(Path(args["data"]), args["val_fraction"], args["seed"])
+        return classes, train, val, f"image folder {args['data']}"
+    train = synthetic.generate(args["synthetic_per_class"], seed=args["seed"])
+    val = synthetic.generate(args["synthetic_val_per_class"], seed=args["seed"] + 1)
+    return list(synthetic.CLASSES), train, val, f"built-in synthetic textures (seed {args['seed']})"

@@ -34,10 +34,11 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from classifier.backends import cpu_flags, has_bf16
 from classifier.model import ARCHITECTURES, ResNetWithEmbedding, build_backbone
 from classifier.preprocessing import PreprocessConfig
-from training import report, synthetic
-from training.datasets import Augment, PreprocessedImages, load_cifar, load_image_folder, split_items  # noqa: F401
+from training import report
+from training.datasets import Augment, PreprocessedImages, training_items
 
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("onecycle", "cosine", "step", "none")
@@ -193,25 +194,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 # ----------------------------------------------------------------------------- data
 
 
-def load_data(args, config: PreprocessConfig) -> tuple[list[str], Dataset, Dataset]:
-    if args.cifar:
-        batches = [b.strip() for b in args.cifar_train_batches.split(",") if b.strip()]
-        classes, train_items, val_items = load_cifar(
-            Path(args.cifar), args.cifar_classes, args.cifar_per_class, batches, args.cifar_val_per_class
-        )
-    elif args.data:
-        classes, train_items, val_items = load_image_folder(Path(args.data), args.val_fraction, args.seed)
-    else:
-        classes = list(synthetic.CLASSES)
-        train_items = synthetic.generate(args.synthetic_per_class, seed=args.seed)
-        val_items = synthetic.generate(args.synthetic_val_per_class, seed=args.seed + 1)
+def load_data(args, config: PreprocessConfig) -> tuple[list[str], Dataset, Dataset, str]:
+    """Classes, the train and val sets through the serving preprocessing, and what the data is."""
+    classes, train_items, val_items, description = training_items(vars(args))
     if not val_items:
         raise SystemExit("error: the validation set is empty; raise --val-fraction or add images")
     augment = Augment(hflip=args.hflip, rotate=args.rotate, color_jitter=args.color_jitter, noise=args.noise)
     return (
         classes,
-        PreprocessedImages(train_items, config, train=True, augment=augment),
+        PreprocessedImages(train_items, config, train=True, augment=augment, seed=args.seed),
         PreprocessedImages(val_items, config, train=False, seed=args.seed),
+        description,
     )
 
 
@@ -256,14 +249,6 @@ def build_model(arch: str, num_classes: int, weights: dict[str, torch.Tensor] | 
             raise SystemExit(f"error: the weights do not fit a {arch} backbone; missing or mis-shaped: {missing[:5]}")
         backbone.load_state_dict(keep, strict=False)
     return ResNetWithEmbedding(backbone)
-
-
-def cpu_has_bf16() -> bool:
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 # ----------------------------------------------------------------------------- optimisation
@@ -318,6 +303,15 @@ def default_run_dir() -> Path:
 # ----------------------------------------------------------------------------- train / evaluate
 
 
+def forward(model: nn.Module, images: torch.Tensor, amp: bool) -> torch.Tensor:
+    """Logits in float32; with ``amp``, the network runs in bf16 autocast on channels-last input."""
+    if amp:
+        images = images.contiguous(memory_format=torch.channels_last)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+        logits, _ = model(images)
+    return logits.float()
+
+
 def train_one_epoch(model, loader, optimizer, scheduler, amp: bool, epoch: int, limit: int | None) -> dict:
     model.train()
     loss_sum, correct, seen = 0.0, 0, 0
@@ -325,11 +319,8 @@ def train_one_epoch(model, loader, optimizer, scheduler, amp: bool, epoch: int, 
     for step, (images, labels) in enumerate(bar):
         if limit is not None and step >= limit:
             break
-        if amp:
-            images = images.contiguous(memory_format=torch.channels_last)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
-            logits, _ = model(images)
-            loss = nn.functional.cross_entropy(logits.float(), labels)
+        logits = forward(model, images, amp)
+        loss = nn.functional.cross_entropy(logits, labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -352,11 +343,7 @@ def evaluate(model, loader, amp: bool, classes: list[str], topk: int, limit: int
     for step, (images, labels) in enumerate(tqdm(loader, desc="validate", unit="batch", leave=False, file=sys.stdout)):
         if limit is not None and step >= limit:
             break
-        if amp:
-            images = images.contiguous(memory_format=torch.channels_last)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
-            logits, _ = model(images)
-        logits = logits.float()
+        logits = forward(model, images, amp)
         loss_sum += nn.functional.cross_entropy(logits, labels, reduction="sum").item()
         predicted = logits.argmax(1)
         correct += (predicted == labels).sum().item()
@@ -410,7 +397,7 @@ def main(args) -> dict:
     torch.manual_seed(args.seed)
     if args.threads:
         torch.set_num_threads(args.threads)
-    amp = cpu_has_bf16() if args.amp is None else args.amp
+    amp = has_bf16(cpu_flags()) if args.amp is None else args.amp
     config = PreprocessConfig()
     resume = load_checkpoint(Path(args.resume)) if args.resume else None
     run_dir = Path(args.run_dir) if args.run_dir else Path(args.resume).parent if args.resume else default_run_dir()
@@ -421,9 +408,9 @@ def main(args) -> dict:
         from torchvision.models import ResNet50_Weights
 
         classes = list(ResNet50_Weights.IMAGENET1K_V1.meta["categories"])
-        train_ds = val_ds = None
+        train_ds = val_ds = data_description = None  # weights only: no training data to record or calibrate on
     else:
-        classes, train_ds, val_ds = load_data(args, config)
+        classes, train_ds, val_ds, data_description = load_data(args, config)
     model = build_model(args.arch, len(classes), weights)
     if imagenet_export:
         model.backbone.load_state_dict(weights)
@@ -451,7 +438,7 @@ def main(args) -> dict:
         print(f"resumed from {args.resume} after epoch {resume['epoch']}")
     if args.epochs >= start_epoch:
         print(f"train {len(train_ds)} images, validate {len(val_ds)} images")
-        shuffle = torch.Generator()
+        shuffle = torch.Generator().manual_seed(args.seed)
         train_loader = DataLoader(
             train_ds, batch_size=args.batch_size, shuffle=True, drop_last=len(train_ds) > args.batch_size, generator=shuffle
         )
@@ -546,7 +533,7 @@ def main(args) -> dict:
         "preprocessing": config.to_dict(),
         "training": {
             "args": vars(args),
-            "data": args.data or args.cifar or "built-in synthetic",
+            "data": data_description,
             "bf16_autocast": amp,
             "run_dir": str(run_dir),
             "best": best,

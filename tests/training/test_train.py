@@ -9,7 +9,7 @@ import torch
 
 from tests.conftest import REPO
 from training import synthetic
-from training.train import split_items
+from training.datasets import split_items
 
 pytestmark = pytest.mark.slow
 
