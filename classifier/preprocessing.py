@@ -190,7 +190,7 @@ def zoom_crop(img: Image.Image, box: CropBox, zoom: float) -> torch.Tensor:
 
     Returns a float ``(3, box.height, box.width)`` tensor in [0, 1]. A 4000x3000
     photo would otherwise be resampled in full to 6000x4500 to keep 100x100 of it.
-    Equal to :func:`zoom_crop_naive` within float32 rounding (tests use 1e-5).
+    Equal to :func:`zoom_crop_naive` within float32 rounding (tests use 1e-6).
     """
     zw, zh = zoomed_size(img.width, img.height, zoom)
     y0, y1, wy = _source_taps(box.top, box.height, img.height, zh)

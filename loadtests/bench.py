@@ -36,7 +36,7 @@ import psutil
 import yaml
 
 from classifier.backends import BACKENDS
-from serving.launcher import REPO, TorchServeProcess, free_port
+from serving.launcher import REPO, TorchServeProcess, loopback_overrides
 
 LOCUSTFILE = REPO / "loadtests" / "locustfile.py"
 STOCK_DIR = REPO / "loadtests" / "stock"
@@ -282,19 +282,6 @@ def measure_raw(kind: str, model_dir: Path, batch_sizes: list[int], seconds: flo
 
 
 # ---------------------------------------------------------------- 2 and 3. servers under locust
-
-
-def loopback_overrides(store: Path, load_models: str) -> dict[str, str]:
-    """Free loopback ports for every listener, so the bench never collides with `make serve` or the tests."""
-    return {
-        "inference_address": f"http://127.0.0.1:{free_port()}",
-        "management_address": f"http://127.0.0.1:{free_port()}",
-        "metrics_address": f"http://127.0.0.1:{free_port()}",
-        "grpc_inference_port": str(free_port()),
-        "grpc_management_port": str(free_port()),
-        "model_store": str(store.resolve()),
-        "load_models": load_models,
-    }
 
 
 def stock_handler(num_classes: int) -> str:

@@ -22,7 +22,7 @@ import numpy as np
 import psutil
 import requests
 
-from serving.launcher import REPO, TorchServeProcess, free_port, model_workers
+from serving.launcher import REPO, TorchServeProcess, loopback_overrides, model_workers
 from training import synthetic
 
 
@@ -61,14 +61,7 @@ def main() -> None:
     args = parser.parse_args()
 
     bodies = payloads()
-    overrides = {
-        "inference_address": f"http://127.0.0.1:{free_port()}",
-        "management_address": f"http://127.0.0.1:{free_port()}",
-        "metrics_address": f"http://127.0.0.1:{free_port()}",
-        "grpc_inference_port": str(free_port()),
-        "grpc_management_port": str(free_port()),
-        "model_store": str(REPO / "model_store"),
-    }
+    overrides = loopback_overrides(REPO / "model_store")
     with TorchServeProcess(REPO / "config.properties", REPO / "build" / "soak_server", overrides) as ts:
         url = f"{ts.inference_url}/predictions/classifier"
         [worker] = model_workers(ts.management_url, "classifier")

@@ -37,8 +37,10 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 7070
 DEFAULT_MODEL = "classifier"
 DEFAULT_TIMEOUT = 60.0
-# TorchServe's frontend takes up to max_request_size (16 MiB here); gRPC's own default cap is 4 MiB.
-MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+# The server takes up to max_request_size of config.properties (32 MiB; its gRPC server applies it too), so the
+# client sends up to that and lets the handler answer 413 with a reason above its own 10 MiB limit.
+# gRPC's own default cap would be 4 MiB. tests/unit/test_grpc_client.py checks the two numbers agree.
+MAX_MESSAGE_BYTES = 32 * 1024 * 1024
 
 
 # TorchServe's own HTTP -> gRPC table (org.pytorch.serve.util.GRPCUtils), for error bodies.

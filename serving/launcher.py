@@ -124,8 +124,24 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def loopback_overrides(store: Path, load_models: str = "classifier=classifier.mar") -> dict[str, str]:
+    """config.properties overrides for a private server: every listener on a free loopback port, so the tests,
+    the benchmarks and the soak never collide with `make serve` or with each other."""
+    return {
+        "inference_address": f"http://127.0.0.1:{free_port()}",
+        "management_address": f"http://127.0.0.1:{free_port()}",
+        "metrics_address": f"http://127.0.0.1:{free_port()}",
+        "grpc_inference_port": str(free_port()),
+        "grpc_management_port": str(free_port()),
+        "model_store": str(Path(store).resolve()),
+        "load_models": load_models,
+    }
+
+
 class TorchServeProcess:
-    """A foreground TorchServe in its own process group: for tests and the container entrypoint.
+    """A foreground TorchServe in its own process group: for the tests, the benchmarks and the soak.
+
+    (The container's entrypoint, docker/entrypoint.py, does the same with the standard library alone.)
 
     ``overrides`` replace keys of the base config.properties (ports, model_store, ...).
     """

@@ -2,7 +2,11 @@
 
 - tests/unit: pure functions, no model file;
 - tests/handler: the real handler class with TorchServe's own Context, no server;
-- tests/integration: a real TorchServe (Java frontend + Python worker) on free loopback ports.
+- tests/integration: a real TorchServe (Java frontend + Python worker) on free loopback ports;
+- tests/training: the training and export scripts through their real CLIs.
+
+`make test-fast` runs `-m "not slow and not server"`: every test that needs a trained model
+(the `tiny_model_dir` fixture, however indirectly) is marked `slow` here, so that loop trains nothing.
 
 The model used everywhere is a real export of the `tiny` architecture (same
 stem, same 2048-d embedding, same .pt2 path as ResNet50) after a short training
@@ -21,6 +25,12 @@ import pytest
 from PIL import Image
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "tiny_model_dir" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")

@@ -3,7 +3,7 @@
     python -m training.train                      # built-in generated dataset, offline
     python -m training.train --data DIR           # your ImageFolder tree
     python -m training.train --cifar cifar-10-batches-py --cifar-classes 4 --cifar-per-class 1000
-    python -m training.train --config training/example-config.yaml   # flags from YAML; CLI flags override it
+    python -m training.train --config configs/example.yaml   # flags from YAML; CLI flags override it
     python -m training.train --resume runs/NAME/checkpoint_last.pt --epochs 10     # continue a run
     python -m training.train --weights resnet50.pth --epochs 0   # export ImageNet weights as-is
 

@@ -6,22 +6,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from serving.launcher import TorchServeProcess, free_port
+from serving.launcher import TorchServeProcess, loopback_overrides
 from tests.conftest import REPO
 from training import synthetic
 
 
 def server_overrides(store: Path) -> dict[str, str]:
     """Free loopback ports for every listener, so tests never collide with `make serve` or each other."""
-    return {
-        "inference_address": f"http://127.0.0.1:{free_port()}",
-        "management_address": f"http://127.0.0.1:{free_port()}",
-        "metrics_address": f"http://127.0.0.1:{free_port()}",
-        "grpc_inference_port": str(free_port()),
-        "grpc_management_port": str(free_port()),
-        "model_store": str(store),
-        "load_models": "classifier=classifier.mar",
-    }
+    return loopback_overrides(store)
 
 
 @pytest.fixture(scope="session")

@@ -121,3 +121,21 @@ def test_local_imagenet_weights_with_zero_epochs_export_the_1000_class_classifie
     logits, _ = program(x)
     with torch.inference_mode():
         assert torch.allclose(logits, reference(x), atol=1e-4)  # the weights were exported unchanged
+
+
+def test_the_same_seed_gives_the_same_run_and_another_seed_does_not(tmp_path):
+    """Crops, flips, shuffling and init all follow --seed (with the same --threads: see docs/training.md)."""
+
+    def history(name: str, seed: int) -> list[dict]:
+        args = ["--arch", "tiny", "--epochs", "2", "--synthetic-per-class", "12", "--synthetic-val-per-class", "4"]
+        args += ["--batch-size", "8", "--threads", "2", "--seed", str(seed)]
+        result = train(*args, "--output-dir", str(tmp_path / name), "--run-dir", str(tmp_path / f"run-{name}"))
+        assert result.returncode == 0, result.stdout + result.stderr
+        runs = json.loads((tmp_path / f"run-{name}" / "metrics.json").read_text())["history"]
+        return [{"train_loss": r["train"]["loss"], "val_loss": r["val"]["loss"], "val_acc": r["val"]["accuracy"]} for r in runs]
+
+    first, again, other = history("a", 3), history("b", 3), history("c", 4)
+    for x, y in zip(first, again, strict=True):
+        for key in x:
+            assert x[key] == pytest.approx(y[key], rel=1e-5, abs=1e-6), (key, first, again)
+    assert first != other

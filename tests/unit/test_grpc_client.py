@@ -10,6 +10,7 @@ import pytest
 from classifier.postprocessing import error_body
 from handlers.requests import extract_image, find_seed, parse_seed
 from serving.grpc_client import PredictionError, grpc_status_for_http, parse_answer, predictions_request
+from tests.conftest import REPO
 
 
 def test_request_carries_image_and_seed_where_the_handler_reads_them():
@@ -56,3 +57,11 @@ def test_status_table_falls_back_by_class():
     assert grpc_status_for_http(418) == grpc.StatusCode.FAILED_PRECONDITION
     assert grpc_status_for_http(507) == grpc.StatusCode.INTERNAL
     assert grpc_status_for_http(302) == grpc.StatusCode.UNKNOWN
+
+
+def test_client_message_cap_equals_the_servers_request_cap():
+    from serving.grpc_client import MAX_MESSAGE_BYTES
+    from serving.launcher import read_properties
+
+    for config in (REPO / "config.properties", REPO / "docker" / "config.properties"):
+        assert int(read_properties(config)["max_request_size"]) == MAX_MESSAGE_BYTES, config
