@@ -335,7 +335,7 @@ def test_rollout_and_disruptions_never_empty_the_service(rendered, overlay):
     docs = rendered[overlay]
     deployment, hpa, pdb = one(docs, "Deployment"), one(docs, "HorizontalPodAutoscaler"), one(docs, "PodDisruptionBudget")
     assert "replicas" not in deployment["spec"], "the HPA owns the replica count"
-    assert deployment["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 1, "maxUnavailable": 0}
+    assert deployment["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": "25%", "maxUnavailable": 0}
     assert hpa["spec"]["scaleTargetRef"] == {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
