@@ -37,7 +37,7 @@ def predict(ts: TorchServeProcess, body: dict) -> requests.Response:
 
 def test_v1_predict_answers_each_instance_with_the_contract(kserve_server, images):
     png = base64.b64encode(images["png"].read_bytes()).decode()
-    jpeg = base64.b64encode(images["jpeg"].read_bytes()).decode()
+    jpeg = base64.b64encode(images["jpg"].read_bytes()).decode()
     resp = predict(kserve_server, {"instances": [{"data": png, "seed": 1}, {"data": {"b64": jpeg}}, png]})
     assert resp.status_code == 200, resp.text
     answers = resp.json()["predictions"]
