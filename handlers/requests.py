@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -10,6 +13,9 @@ from typing import Any
 IMAGE_FIELDS = ("data", "body", "file", "image")
 MAX_SEED = 2**63 - 1
 SEED_HEADER = "x-seed"
+# Text that could be base64 (standard or URL-safe alphabet, padding); line breaks are removed first, since
+# encoders wrap lines. Anything else in a text field is not an image in any encoding we accept.
+BASE64_TEXT = re.compile(r"[A-Za-z0-9+/_-]+={0,2}")
 
 
 class RequestError(ValueError):
@@ -40,7 +46,7 @@ def find_seed(request: Mapping[str, Any], headers: Mapping[str, Any] | None) -> 
     TorchServe 0.12 does not forward URL query parameters to handlers (pytorch/serve#989),
     so ``?seed=42`` cannot work; headers and form fields do reach the handler.
     """
-    if "seed" in request:
+    if isinstance(request, Mapping) and "seed" in request:  # a bare KServe instance has no fields
         return request["seed"]
     for key, value in (headers or {}).items():
         if isinstance(key, str) and key.lower() == SEED_HEADER:
@@ -48,8 +54,44 @@ def find_seed(request: Mapping[str, Any], headers: Mapping[str, Any] | None) -> 
     return None
 
 
+def unwrap(text: str) -> str:
+    """Base64 text without its line breaks and surrounding whitespace (MIME encoders wrap at 76 columns)."""
+    return "".join(line.strip() for line in text.strip().splitlines())
+
+
+def decode_base64_image(text: str, field: str, max_bytes: int | None = None) -> bytes:
+    """The bytes of a base64-encoded image (KServe v1 sends ``{"instances": [{"data": "<base64>"}]}``).
+
+    Raises RequestError 400 naming the cause when ``text`` is not valid base64, 413 when the decoded
+    image would be over ``max_bytes`` (checked before decoding, so a huge string is never expanded).
+    """
+    compact = unwrap(text)
+    if max_bytes is not None and len(compact) // 4 * 3 > max_bytes + 2:
+        raise RequestError(f"base64 image in {field!r} decodes to over {max_bytes} bytes, the limit", 413)
+    urlsafe = "-" in compact or "_" in compact
+    try:
+        if urlsafe:
+            image = base64.urlsafe_b64decode(compact.encode("ascii"))
+        else:
+            image = base64.b64decode(compact.encode("ascii"), validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise RequestError(f"{field!r} is not valid base64 ({exc}); send the image bytes base64-encoded") from None
+    if not image:
+        raise RequestError(f"{field!r} is empty: no image to classify")
+    if max_bytes is not None and len(image) > max_bytes:
+        raise RequestError(f"image in {field!r} is {len(image)} bytes, over the limit of {max_bytes} bytes", 413)
+    return image
+
+
 def extract_image(request: Mapping[str, Any], max_bytes: int | None = None) -> bytes:
-    """The image bytes of one TorchServe request, or a RequestError saying what arrived instead."""
+    """The image bytes of one TorchServe request, or a RequestError saying what arrived instead.
+
+    Bytes are taken as they are. Text is taken as base64 (a KServe v1 instance, a JSON client), and so is
+    ``{"b64": "..."}``; text that cannot be base64 at all is refused with 415, as before. A bare value
+    instead of a field map is a KServe instance given as such (``{"instances": ["<base64>"]}``).
+    """
+    if not isinstance(request, Mapping):
+        request = {"data": request}
     for field in IMAGE_FIELDS:
         if field in request:
             value = request[field]
@@ -63,10 +105,16 @@ def extract_image(request: Mapping[str, Any], max_bytes: int | None = None) -> b
         if max_bytes is not None and len(value) > max_bytes:
             raise RequestError(f"image body is {len(value)} bytes, over the limit of {max_bytes} bytes", 413)
         return bytes(value)
+    if isinstance(value, dict) and set(value) == {"b64"} and isinstance(value["b64"], str):
+        return decode_base64_image(value["b64"], f"{field}.b64", max_bytes)
     if isinstance(value, (dict, list)):
         raise RequestError(
-            "request body is JSON; send the raw image bytes (curl -T img.png URL) or a multipart form field 'data'", 415
+            "request body is JSON; send the raw image bytes (curl -T img.png URL), a multipart form field 'data', "
+            'or base64 as {"instances": [{"data": "<base64>"}]} to /v1/models/classifier:predict',
+            415,
         )
     if isinstance(value, str):
-        raise RequestError("request body is text, not an image; send the raw image bytes", 415)
+        if BASE64_TEXT.fullmatch(unwrap(value)):
+            return decode_base64_image(value, field, max_bytes)
+        raise RequestError("request body is text, not an image; send the raw image bytes (or base64 of them)", 415)
     raise RequestError(f"unsupported request payload of type {type(value).__name__}")

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from classifier.backends import select_device
-from classifier.settings import HandlerSettings
+from classifier.settings import HandlerSettings, cpu_quota, usable_cpus
 from handlers.requests import RequestError, extract_image, find_seed, parse_seed
 
 
@@ -76,3 +76,73 @@ def test_oversized_body_is_413_naming_sizes():
         extract_image({"body": b"x" * 11}, max_bytes=10)
     assert info.value.code == 413
     assert extract_image({"body": b"x" * 10}, max_bytes=10) == b"x" * 10
+
+
+# ---------------------------------------------------------------- base64 images (KServe v1 instances)
+def test_base64_text_and_b64_objects_decode_to_the_image_bytes():
+    import base64
+
+    raw = bytes(range(256)) * 3
+    assert extract_image({"data": base64.b64encode(raw).decode()}) == raw
+    assert extract_image({"data": base64.encodebytes(raw).decode()}) == raw  # MIME-wrapped at 76 columns
+    assert extract_image({"data": base64.urlsafe_b64encode(raw).decode()}) == raw
+    assert extract_image({"data": {"b64": base64.b64encode(raw).decode()}}) == raw
+    assert extract_image(base64.b64encode(raw).decode()) == raw  # a bare instance: {"instances": ["<b64>"]}
+
+
+@pytest.mark.parametrize(
+    "request_,needle",
+    [
+        ({"data": "aGVsbG8"}, "not valid base64 (Incorrect padding)"),
+        ({"data": {"b64": "a!b"}}, "'data.b64' is not valid base64"),
+        ({"data": {"b64": ""}}, "'data.b64' is empty"),
+    ],
+)
+def test_bad_base64_is_400_naming_the_field_and_the_cause(request_, needle):
+    with pytest.raises(RequestError) as info:
+        extract_image(request_)
+    assert info.value.code == 400 and needle in str(info.value)
+
+
+def test_base64_over_the_limit_is_413_before_decoding():
+    import base64
+
+    with pytest.raises(RequestError, match="decodes to over 10 bytes") as info:
+        extract_image({"data": base64.b64encode(b"x" * 30).decode()}, max_bytes=10)
+    assert info.value.code == 413
+    assert extract_image({"data": base64.b64encode(b"x" * 10).decode()}, max_bytes=10) == b"x" * 10
+
+
+def test_a_bare_instance_has_no_seed_field():
+    assert find_seed("c2VlZA==", {"X-Seed": "5"}) == "5"  # the string "seed" inside base64 is not a field
+
+
+# ---------------------------------------------------------------- CPU limit of the container
+@pytest.mark.parametrize(
+    "args,expected",
+    [
+        (("200000 100000",), 2.0),
+        (("max 100000",), None),
+        (("150000 100000",), 1.5),
+        ((None, "-1", "100000"), None),
+        ((None, "400000", "100000"), 4.0),
+        ((None, None, None), None),
+    ],
+)
+def test_cpu_quota_reads_cgroup_v2_and_v1(args, expected):
+    assert cpu_quota(*args) == expected
+
+
+def test_usable_cpus_is_capped_by_the_cgroup_limit(tmp_path):
+    import os
+
+    cores = len(os.sched_getaffinity(0))
+    (tmp_path / "cpu.max").write_text("max 100000\n")
+    assert usable_cpus(tmp_path) == cores
+    (tmp_path / "cpu.max").write_text("50000 100000\n")  # half a core: still one thread
+    assert usable_cpus(tmp_path) == 1
+    (tmp_path / "cpu.max").unlink()
+    (tmp_path / "cpu").mkdir()
+    (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text("100000\n")
+    (tmp_path / "cpu" / "cpu.cfs_period_us").write_text("100000\n")
+    assert usable_cpus(tmp_path) == 1
