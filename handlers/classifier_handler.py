@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from ts.torch_handler.base_handler import BaseHandler
 
-from classifier.backends import load_backend, select_device
+from classifier.backends import cpu_reason, load_backend, select_device
 from classifier.postprocessing import embedding_stats, error_body, top_k_predictions
 from classifier.preprocessing import CropBox, ImageDecodeError, PreprocessConfig, preprocess_bytes
 from classifier.settings import HandlerSettings
@@ -38,7 +38,10 @@ class ClassifierHandler(BaseHandler):
         model_dir = Path(props["model_dir"])
         self.settings = HandlerSettings.from_model_config(context.model_yaml_config, os.cpu_count() or 1)
         torch.set_num_threads(self.settings.threads)
-        self.device = select_device(props.get("gpu_id"), torch.cuda.is_available())
+        cuda_available = torch.cuda.is_available()
+        self.device = select_device(props.get("gpu_id"), cuda_available)
+        if self.device.type == "cpu":
+            logger.info("running on the CPU: %s", cpu_reason(props.get("gpu_id"), cuda_available))
         metadata = json.loads((model_dir / "metadata.json").read_text())
         self.preprocess_config = PreprocessConfig.from_dict(
             {**metadata["preprocessing"], "max_image_pixels": self.settings.max_image_pixels}
