@@ -1,5 +1,5 @@
 # Every target the README names. Each depends on `install`, so a fresh clone needs no manual step.
-.PHONY: install lint format stubs train prepare archive serve stop test test-fast soak clean help FORCE image image-gpu run-image image-check image-check-gpu loadtest bench
+.PHONY: install lint format stubs train prepare archive serve stop test test-fast soak clean help FORCE image image-gpu run-image image-check image-check-gpu container-tools loadtest bench
 
 VENV      := .venv
 PY        := $(VENV)/bin/python
@@ -161,6 +161,12 @@ image-gpu: $(MAR)
 # make run-image GPU=1    the GPU image with every GPU (needs nvidia-container-toolkit)
 run-image:
 	$(ENGINE) run --rm -p $(PORT):8080 $(if $(GPU),--gpus all $(IMAGE):gpu,$(IMAGE):cpu)
+
+# podman, buildah and debootstrap (for a stand-in base image) on Debian/Ubuntu, for make image-check without docker.
+container-tools:
+	apt-get update
+	apt-get install -y --no-install-recommends podman buildah runc debootstrap netavark aardvark-dns \
+	  containernetworking-plugins iptables uidmap curl
 
 # Opt-in (root, several GB of disk; not in make test): build the CPU image for real, run it on 127.0.0.1 and check
 # ping, readiness, a prediction, uid 1000 and a clean stop (docker/image_check.py; results in docs/containers.md).

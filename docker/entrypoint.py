@@ -2,9 +2,9 @@
 """Container entrypoint: run TorchServe in the foreground and stop it gracefully on SIGTERM / SIGINT.
 
     python entrypoint.py               serve until SIGTERM or SIGINT (`docker stop`, Ctrl-C)
-    python entrypoint.py ready         exit 0 when every model in load_models has a READY worker, asked of the
-                                       management API on loopback: fails while the model loads (the HEALTHCHECK,
-                                       a readiness probe); `healthcheck` is the same command
+    python entrypoint.py ready         exit 0 when every model of load_models (`all`: every registered one) has a
+                                       READY worker, asked of the management API on loopback: fails while the model
+                                       loads (the HEALTHCHECK, a readiness probe); `healthcheck` is the same command
     python entrypoint.py live          exit 0 when GET /ping answers 200: the frontend is up, maybe not the model
                                        (a liveness probe; ping is healthy seconds before the first answer)
 
@@ -34,6 +34,7 @@ holds beside it (Dockerfile, stage `app`) and from which it takes the config par
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import signal
@@ -150,13 +151,22 @@ def model_names(props: dict[str, str]) -> list[str]:
     return [item.split("=", 1)[0] if "=" in item else item.removesuffix(".mar") for item in items]
 
 
+def registered_models(mgmt: str) -> list[str]:
+    """Every model the server has registered (for load_models=all); [] while it does not answer."""
+    try:
+        with urllib.request.urlopen(f"{mgmt}/models", timeout=5) as resp:
+            return [model["modelName"] for model in json.loads(resp.read()).get("models", [])]
+    except (OSError, ValueError, KeyError):
+        return []
+
+
 def ready(env: dict[str, str]) -> int:
     """Exit 0 only when every model of load_models has a READY worker (ping alone is healthy too early)."""
     props = served_props(env)
     mgmt = management_url(props)
-    names = model_names(props)
+    names = model_names(props) or registered_models(mgmt)
     if not names:
-        print("not ready: load_models names no model to wait for", file=sys.stderr)
+        print(f"not ready: no model registered yet at {mgmt}", file=sys.stderr)
         return 1
     for name in names:
         states = [w.get("status") for w in model_workers(mgmt, name)]

@@ -63,19 +63,23 @@ def choose_engine(requested: str | None, docker_daemon: bool, podman_present: bo
     if podman_present:
         return "podman"
     raise RuntimeError(
-        "no container engine: no docker daemon answers and podman is not installed. "
-        "Install podman: apt-get install podman buildah runc debootstrap netavark aardvark-dns "
-        "containernetworking-plugins iptables uidmap"
+        "no container engine: no docker daemon answers and podman is not installed. Install podman with "
+        "`make container-tools` (apt-get install podman buildah runc debootstrap netavark aardvark-dns "
+        "containernetworking-plugins iptables uidmap curl)"
     )
 
 
-def containers_conf(hard_nofile: int) -> str:
-    """podman's containers.conf for a host without systemd: without it `podman run` fails with
-    'error setting rlimit type 7: operation not permitted' when the default nofile exceeds the hard limit."""
-    limit = min(hard_nofile, 1048576)
+def containers_conf(hard_nofile: int, hard_nproc: int) -> str:
+    """podman's containers.conf for a host without systemd.
+
+    Rootful podman asks for nofile and nproc limits above what a container host may grant; runc then fails with
+    'error setting rlimit type 7 (nofile) / 6 (nproc): operation not permitted'. nproc is also capped at 32768:
+    conmon ran under that hard limit on the machine where this was measured, above the shell's.
+    """
+    nofile, nproc = min(hard_nofile, 1048576), min(hard_nproc, 32768)
     return (
         "[containers]\n"
-        f'default_ulimits = ["nofile={limit}:{limit}"]\n'
+        f'default_ulimits = ["nofile={nofile}:{nofile}", "nproc={nproc}:{nproc}"]\n'
         "[engine]\n"
         'cgroup_manager = "cgroupfs"\n'
         'events_logger = "file"\n'
@@ -207,7 +211,8 @@ class Check:
             return
         WORK.mkdir(parents=True, exist_ok=True)
         conf = WORK / "containers.conf"
-        conf.write_text(containers_conf(resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+        hard = {name: resource.getrlimit(getattr(resource, f"RLIMIT_{name}"))[1] for name in ("NOFILE", "NPROC")}
+        conf.write_text(containers_conf(hard["NOFILE"], hard["NPROC"]))
         self.env["CONTAINERS_CONF"] = str(conf)
         self.say(f"podman with CONTAINERS_CONF={conf.relative_to(REPO)}")
 
@@ -218,16 +223,15 @@ class Check:
         base = qualified(base_image((REPO / "Dockerfile").read_text(), self.flavour))
         if self.image_exists(base):
             labels = json.loads(self.run(self.engine, "image", "inspect", "--format", "{{json .Config.Labels}}", base).stdout)
-            standin = STANDIN_LABEL in (labels or {})
-            self.facts["base"] = (
-                f"{base} ({'stand-in, ' + labels[STANDIN_LABEL] if standin else 'the real image'}, found locally)"
-            )
+            what = (labels or {}).get(STANDIN_LABEL)
+            self.facts["base"] = "stand-in, found locally" if what else "real, found locally"
+            self.say(f"base: {base} ({f'stand-in: {what}' if what else 'the real image'}, found locally)")
         elif self.run(self.engine, "pull", base, check=False, timeout=600).returncode == 0:
-            self.facts["base"] = f"{base} (the real image, pulled)"
+            self.facts["base"] = "real, pulled"
+            self.say(f"base: {base} (the real image, pulled)")
         else:
             self.say(f"{base} cannot be pulled from here: building a stand-in from Debian bookworm packages")
             self.build_standin(base)
-        self.say(f"base: {self.facts['base']}")
 
     def build_standin(self, base: str) -> None:
         if not shutil.which("debootstrap") or os.geteuid() != 0:
@@ -259,7 +263,8 @@ class Check:
         )
         tar.wait()
         shutil.rmtree(rootfs, ignore_errors=True)
-        self.facts["base"] = f"{base} (stand-in, {what})"
+        self.facts["base"] = "stand-in, built"
+        self.say(f"base: {base} (stand-in: {what})")
 
     def torch_index(self, requested: str | None) -> str:
         index = requested or TORCH_INDEX[self.flavour]
@@ -350,12 +355,13 @@ class Check:
         self.expect(ready_at is not None, f"the HEALTHCHECK command passed ({shown})")
         self.facts["ping / ready"] = f"{pinged or float('nan'):.1f} s / {ready_at or float('nan'):.1f} s"
         # Not a failure when the model loaded within one poll of ping: record what was seen.
+        self.facts["not ready while ping 200"] = "seen" if refused_after_ping else "not seen"
         self.say(f"readiness failed while ping already answered: {refused_after_ping}")
 
     def predict(self, url: str) -> None:
         curl = shutil.which("curl")
         if not curl:
-            raise RuntimeError("curl is missing: apt-get install curl")
+            raise RuntimeError("curl is missing: make container-tools (or apt-get install curl)")
         started = time.monotonic()
         out = self.run(curl, "-sS", "-T", str(SAMPLE), "-w", "\n%{http_code}", f"{url}/predictions/classifier")
         body, _, code = out.stdout.rpartition("\n")
@@ -373,7 +379,7 @@ class Check:
         return "| " + " | ".join(cells) + " |"
 
 
-COLUMNS = ("base", "torch index", "build", "image size", "ping / ready", "stop")
+COLUMNS = ("base", "torch index", "build", "image size", "ping / ready", "not ready while ping 200", "stop")
 
 
 def main(argv: list[str] | None = None) -> int:

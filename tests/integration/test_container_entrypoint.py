@@ -84,10 +84,13 @@ def test_entrypoint_serves_then_stops_cleanly_on_sigterm(model_store, tmp_path):
         rendered = (tmp_path / "work" / "config.properties").read_text()
         assert f"model_store={model_store.resolve()}" in rendered and "enable_model_api=false" in rendered
         assert check(env, "healthcheck") == 0 and check(env, "live") == 0
+        # load_models=all: every registered model must have a READY worker (no rendered config in that work dir).
+        every_model = {**env, "TS_WORKDIR": str(tmp_path / "elsewhere"), "TS_LOAD_MODELS": "all"}
+        assert check(every_model, "ready") == 0
 
         # No worker (scaled to 0): the frontend still answers ping, but nothing can answer a prediction.
         scale(env, 0)
-        assert (check(env, "live"), check(env, "ready"), check(env, "healthcheck")) == (0, 1, 1)
+        assert (check(env, "live"), check(env, "ready"), check(env, "healthcheck"), check(every_model, "ready")) == (0, 1, 1, 1)
         scale(env, 1)
         assert wait_for_readiness(env, alive=lambda: proc.poll() is None)[-1] == (0, 0)
 

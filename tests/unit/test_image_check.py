@@ -44,10 +44,10 @@ def test_engine_choice_names_what_to_install_or_choose():
 
 
 def test_containers_conf_keeps_nofile_within_the_hard_limit():
-    conf = image_check.containers_conf(20000)
-    assert 'default_ulimits = ["nofile=20000:20000"]' in conf
+    conf = image_check.containers_conf(20000, 9000)
+    assert 'default_ulimits = ["nofile=20000:20000", "nproc=9000:9000"]' in conf
     assert 'cgroup_manager = "cgroupfs"' in conf and 'events_logger = "file"' in conf and 'runtime = "runc"' in conf
-    assert "nofile=1048576:1048576" in image_check.containers_conf(2**40)
+    assert '["nofile=1048576:1048576", "nproc=32768:32768"]' in image_check.containers_conf(2**40, 2**40)
 
 
 def test_base_images_are_read_from_the_dockerfile():
