@@ -10,7 +10,7 @@ Steps, each printed with its duration:
    debootstrap (root) and imported under the base's name, labelled so the report says which one ran;
 3. the torch wheel index: the flavour's default when it answers from here, else PyPI (said so);
 4. the build, in the docker format (podman's OCI format drops the HEALTHCHECK), with the host's CA bundle
-   bind-mounted for pip when the engine is podman (a TLS-inspecting proxy needs it);
+   bind-mounted for pip (PIP_CERT) when the engine is podman (a TLS-inspecting proxy needs it);
 5. a container publishing 8080 on 127.0.0.1 only (a random port: the machine is shared): /ping, readiness through
    the image's own HEALTHCHECK command (it must fail while the model loads when ping already answers), a
    `curl -T` prediction whose JSON keeps the response contract, every process uid 1000, then a stop under
@@ -46,6 +46,9 @@ FALLBACK_INDEX = "https://pypi.org/simple"
 STANDIN_PACKAGES = {"cpu": ["python3.11", "python3.11-venv", "python3-venv", "python-is-python3", "ca-certificates"], "gpu": []}
 STANDIN_LABEL = "org.example.image-check.standin"
 CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
+# Where the build sees the host's bundle: not over the image's own, which the ca-certificates package rewrites
+# when an apt step installs it (its postinst fails on a bind-mounted file).
+CA_IN_BUILD = Path("/run/host-ca-bundle.crt")
 CONTAINER_UID = 1000
 STOP_BOUND_S = 10.0
 SAMPLE = REPO / "docs" / "sample.png"
@@ -110,7 +113,7 @@ def build_command(engine: str, flavour: str, tag: str, torch_index: str, ca_bund
         # reaches what the host reaches; docker format: OCI would drop the HEALTHCHECK.
         cmd += ["--pull=never", "--network", "host", "--format", "docker"]
         if ca_bundle:
-            cmd += ["--volume", f"{ca_bundle}:{CA_BUNDLE}:ro", "--build-arg", f"PIP_CERT={CA_BUNDLE}"]
+            cmd += ["--volume", f"{ca_bundle}:{CA_IN_BUILD}:ro", "--build-arg", f"PIP_CERT={CA_IN_BUILD}"]
     return [*cmd, str(REPO)]
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import fnmatch
+import importlib.util
 import json
 import os
 import re
@@ -223,3 +224,12 @@ def test_make_targets_dry_run(args, expected):
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == expected
+
+
+def test_readiness_waits_for_the_models_that_load_models_names():
+    spec = importlib.util.spec_from_file_location("entrypoint", REPO / "docker" / "entrypoint.py")
+    entrypoint = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(entrypoint)
+    assert entrypoint.model_names({"load_models": "classifier=classifier.mar"}) == ["classifier"]
+    assert entrypoint.model_names({"load_models": "a.mar, b=x.mar"}) == ["a", "b"]
+    assert entrypoint.model_names({"load_models": "all"}) == []  # then: every registered model
