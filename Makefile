@@ -80,12 +80,15 @@ $(MAR): $(MODEL_DIR)/model.pt2 $(MODEL_DIR)/index_to_name.json $(ONNX_FILES) han
 	cp classifier/*.py $(STAGE)/classifier/
 	$(if $(ONNX_FILES),cp $(ONNX_FILES) $(STAGE)/)
 	sed 's/^  backend: .*/  backend: $(BACKEND)/' $(MODEL_CONFIG) > $(STAGE)/../model-config.$(BACKEND).yaml
-	$(VENV)/bin/torch-model-archiver --force --model-name classifier --version 1.0 \
+	@# The archiver copies everything to $$TMPDIR/classifier first: a private TMPDIR keeps concurrent archives apart.
+	rm -rf $(STAGE)-tmp && mkdir -p $(STAGE)-tmp
+	TMPDIR=$(abspath $(STAGE)-tmp) $(VENV)/bin/torch-model-archiver --force --model-name classifier --version 1.0 \
 	  --serialized-file $(MODEL_DIR)/model.pt2 \
 	  --handler handlers/classifier_handler.py \
 	  --extra-files $(MODEL_DIR)/index_to_name.json,$(MODEL_DIR)/metadata.json,$(STAGE) \
 	  --config-file $(STAGE)/../model-config.$(BACKEND).yaml \
 	  --export-path $(MODEL_STORE)
+	rm -rf $(STAGE)-tmp
 	@echo "wrote $(MAR) (backend $(BACKEND))"
 
 FORCE:

@@ -128,7 +128,7 @@ def free_port() -> int:
 
 
 class TorchServeProcess:
-    """A foreground TorchServe in its own process group: for tests and the container entrypoint.
+    """A foreground TorchServe in its own process group, for the tests (docker/entrypoint.py runs its own, with these helpers).
 
     ``overrides`` replace keys of the base config.properties (ports, model_store, ...).
     """
