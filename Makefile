@@ -1,5 +1,5 @@
 # Every target the README names. Each depends on `install`, so a fresh clone needs no manual step.
-.PHONY: install lock lock-check lint format coverage-report stubs train prepare archive serve stop test test-fast soak clean help FORCE image image-gpu run-image loadtest bench k8s-tools kserve-layout
+.PHONY: install lock lock-check lint format coverage-report stubs train prepare archive serve stop test test-fast soak clean help FORCE image image-gpu run-image image-check image-check-gpu container-tools loadtest bench k8s-tools kserve-layout
 
 VENV      := .venv
 PY        := $(VENV)/bin/python
@@ -12,7 +12,9 @@ STAGE     ?= build/mar-extra
 TRAIN_ARGS ?=
 # Inference backend packed by `make archive` (see classifier/backends.py and docs/optimization.md).
 BACKEND   ?= openvino-int8
-ONNX_FILES := $(if $(filter eager,$(BACKEND)),,$(MODEL_DIR)/model.onnx $(MODEL_DIR)/model.int8.onnx)
+# What the archive packs besides model.pt2: classifier.backends.archive_artifacts (the backend's file and its fallbacks'):
+# model.onnx for any ONNX backend, model.int8.onnx only for the -int8 ones.
+ONNX_FILES := $(if $(filter eager,$(BACKEND)),,$(MODEL_DIR)/model.onnx $(if $(filter %-int8,$(BACKEND)),$(MODEL_DIR)/model.int8.onnx))
 PROTO     := serving/proto/inference.proto
 STUBS     := serving/_generated/inference_pb2_grpc.py
 DATA      ?=
@@ -28,7 +30,8 @@ help:
 	@echo "make train   (re)train: DATA=DIR, TRAIN_ARGS='--epochs N ...'; metrics and plots go to runs/<timestamp>/"
 	@echo "make prepare SRC=DIR DST=DIR   split a folder of class subfolders into DST/train and DST/val"
 	@echo "make archive / make stop / make clean"
-	@echo "make image / make image-gpu / make run-image [GPU=1]   container images (README: Containers)"
+	@echo "make image / make image-gpu / make run-image [GPU=1]   container images, docker or podman (ENGINE=)"
+	@echo "make image-check / make image-check-gpu [ENGINE=]   build an image for real, check it on loopback (opt-in, root)"
 	@echo "make loadtest  locust against the running make serve (HOST=, USERS=, SPAWN_RATE=, RUN_TIME=)"
 	@echo "make bench     raw model vs our endpoint vs stock TorchServe; writes docs/benchmarks.*"
 	@echo "make kserve-layout   the KServe storageUri folder (config/ + model-store/) in $(KSERVE_DIR)"
@@ -88,7 +91,7 @@ $(MODEL_DIR)/model.onnx $(MODEL_DIR)/model.int8.onnx &: $(MODEL_DIR)/model.pt2 |
 
 # The handler imports the `handlers` adapter and the `classifier` core, so both are staged as
 # folders inside the archive: the .mar is self-contained (tests/integration/test_archive.py).
-# The archive always carries model.pt2, so any backend can fall back to eager.
+# The archive always carries model.pt2, so any backend can fall back to eager (CUDA, a missing runtime).
 # FORCE: the backend is a make variable, so rebuild whenever archive is asked for.
 $(MAR): $(MODEL_DIR)/model.pt2 $(MODEL_DIR)/index_to_name.json $(ONNX_FILES) handlers/*.py classifier/*.py $(MODEL_CONFIG) FORCE | $(STAMP)
 	rm -rf $(STAGE) && mkdir -p $(STAGE)/handlers $(STAGE)/classifier $(MODEL_STORE)
@@ -96,12 +99,15 @@ $(MAR): $(MODEL_DIR)/model.pt2 $(MODEL_DIR)/index_to_name.json $(ONNX_FILES) han
 	cp classifier/*.py $(STAGE)/classifier/
 	$(if $(ONNX_FILES),cp $(ONNX_FILES) $(STAGE)/)
 	sed 's/^  backend: .*/  backend: $(BACKEND)/' $(MODEL_CONFIG) > $(STAGE)/../model-config.$(BACKEND).yaml
-	$(VENV)/bin/torch-model-archiver --force --model-name classifier --version 1.0 \
+	@# The archiver copies everything to $$TMPDIR/classifier first: a private TMPDIR keeps concurrent archives apart.
+	rm -rf $(STAGE)-tmp && mkdir -p $(STAGE)-tmp
+	TMPDIR=$(abspath $(STAGE)-tmp) $(VENV)/bin/torch-model-archiver --force --model-name classifier --version 1.0 \
 	  --serialized-file $(MODEL_DIR)/model.pt2 \
 	  --handler handlers/classifier_handler.py \
 	  --extra-files $(MODEL_DIR)/index_to_name.json,$(MODEL_DIR)/metadata.json,$(STAGE) \
 	  --config-file $(STAGE)/../model-config.$(BACKEND).yaml \
 	  --export-path $(MODEL_STORE)
+	rm -rf $(STAGE)-tmp
 	@echo "wrote $(MAR) (backend $(BACKEND))"
 
 FORCE:
@@ -194,17 +200,36 @@ kserve-layout: $(MAR)
 	@echo "wrote $(KSERVE_DIR): config/config.properties, model-store/classifier.mar"
 
 # ---------------------------------------------------------------- containers
-# One Dockerfile, two targets; the archive is built first because the image copies it.
+# One Dockerfile, two flavours (FLAVOUR=cpu|gpu); the archive is built first because the image copies it.
 IMAGE ?= resnet-classifier
 PORT  ?= 8080
+# docker when its daemon answers, else podman; ENGINE=docker or ENGINE=podman to choose.
+ENGINE ?= $(shell docker info >/dev/null 2>&1 && echo docker || { command -v podman >/dev/null 2>&1 && echo podman || echo docker; })
+# podman's default OCI format would drop the HEALTHCHECK.
+ENGINE_BUILD = $(ENGINE) build $(if $(filter podman,$(ENGINE)),--format docker )$(if $(TORCH_INDEX_URL),--build-arg TORCH_INDEX_URL=$(TORCH_INDEX_URL) )
 
 image: $(MAR)
-	docker build --target cpu -t $(IMAGE):cpu .
+	$(ENGINE_BUILD)-t $(IMAGE):cpu .
 
 image-gpu: $(MAR)
-	docker build --target gpu -t $(IMAGE):gpu .
+	$(ENGINE_BUILD)--build-arg FLAVOUR=gpu -t $(IMAGE):gpu .
 
 # make run-image          the CPU image on localhost:$(PORT)
 # make run-image GPU=1    the GPU image with every GPU (needs nvidia-container-toolkit)
 run-image:
-	docker run --rm -p $(PORT):8080 $(if $(GPU),--gpus all $(IMAGE):gpu,$(IMAGE):cpu)
+	$(ENGINE) run --rm -p $(PORT):8080 $(if $(GPU),--gpus all $(IMAGE):gpu,$(IMAGE):cpu)
+
+# podman, buildah and debootstrap (for a stand-in base image) on Debian/Ubuntu, for make image-check without docker.
+container-tools:
+	apt-get update
+	apt-get install -y --no-install-recommends podman buildah runc debootstrap netavark aardvark-dns \
+	  containernetworking-plugins iptables uidmap curl
+
+# Opt-in (root, several GB of disk; not in make test): build the CPU image for real, run it on 127.0.0.1 and check
+# ping, readiness, a prediction, uid 1000 and a clean stop (docker/image_check.py; results in docs/containers.md).
+image-check: $(MAR)
+	$(PY) docker/image_check.py $(if $(ENGINE),--engine $(ENGINE))
+
+# The same for the GPU image (on a host without a GPU: starts, falls back to the CPU with a logged reason).
+image-check-gpu: $(MAR)
+	$(PY) docker/image_check.py --flavour gpu $(if $(ENGINE),--engine $(ENGINE))

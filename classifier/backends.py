@@ -48,6 +48,15 @@ def select_device(gpu_id: int | str | None, cuda_available: bool) -> torch.devic
     return torch.device(f"cuda:{int(gpu_id)}")
 
 
+def cpu_reason(gpu_id: int | str | None, cuda_available: bool) -> str | None:
+    """Why :func:`select_device` chose the CPU (for the log; the GPU image on a host without one), else None."""
+    if gpu_id is None or gpu_id == "":
+        return "TorchServe assigned no GPU to this worker (no nvidia-smi, or number_of_gpu=0)"
+    if not cuda_available:
+        return f"TorchServe assigned GPU {gpu_id}, but torch sees no usable CUDA device (driver, toolkit or --gpus missing?)"
+    return None
+
+
 def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str]:
     try:
         for line in cpuinfo.read_text().splitlines():
@@ -95,6 +104,18 @@ def resolve_backend(
     if ARTIFACTS[chosen] not in files:
         return "eager", f"{ARTIFACTS[chosen]} is not in the archive (make archive BACKEND={requested} adds it)"
     return chosen, reason
+
+
+def archive_artifacts(requested: str) -> list[str]:
+    """The artifacts an archive for ``requested`` carries, so that every fallback of :func:`resolve_backend` finds its file.
+
+    The backend's own, the fp32 ONNX that an -int8 / -bf16 variant uses on a CPU without VNNI / BF16 (it beats
+    eager there), and model.pt2 for eager (CUDA, a missing runtime). An fp32 backend leaves out model.int8.onnx
+    (24 MB); `make archive` packs exactly this list (tests/unit/test_archive_contents.py).
+    """
+    if requested not in ARTIFACTS:
+        raise ValueError(f"Invalid backend {requested!r}. Only {', '.join(BACKENDS)} are supported.")
+    return sorted({ARTIFACTS["eager"], ARTIFACTS[requested], ARTIFACTS[requested.split("-")[0]]})
 
 
 class EagerBackend:

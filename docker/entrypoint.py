@@ -2,7 +2,11 @@
 """Container entrypoint: run TorchServe in the foreground and stop it gracefully on SIGTERM / SIGINT.
 
     python entrypoint.py               serve until SIGTERM or SIGINT (`docker stop`, Ctrl-C)
-    python entrypoint.py healthcheck   exit 0 when GET /ping answers 200 (the image's HEALTHCHECK)
+    python entrypoint.py ready         exit 0 when every model of load_models (`all`: every registered one) has a
+                                       READY worker, asked of the management API on loopback: fails while the model
+                                       loads (the HEALTHCHECK, a readiness probe); `healthcheck` is the same command
+    python entrypoint.py live          exit 0 when GET /ping answers 200: the frontend is up, maybe not the model
+                                       (a liveness probe; ping is healthy seconds before the first answer)
 
 Every path and port can be overridden from the environment, so the same start-up runs
 in the image and in the tests (outside Docker, on free ports):
@@ -23,21 +27,27 @@ Why not `exec torchserve --start --foreground`: that command is a Python wrapper
 the Java frontend as its child and does not pass SIGTERM on, so the frontend and its workers
 would outlive it. Here SIGTERM goes to the frontend itself (the pid TorchServe writes to
 TMPDIR/.model_server.pid), which is what `torchserve --stop` does: the frontend stops its
-workers and exits, then the wrapper returns. Stdlib only, so the image needs nothing else.
+workers and exits, then the wrapper returns. Stdlib only, like serving/launcher.py, which the image
+holds beside it (Dockerfile, stage `app`) and from which it takes the config parsing and the worker states.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
 import time
 import urllib.request
 from pathlib import Path
+
+# The image copies serving/ next to this file; in the repository it is one folder up.
+if not (Path(__file__).resolve().parent / "serving").is_dir():
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from serving.launcher import group_alive, inference_url, management_url, model_workers, read_properties, torchserve_bin
 
 HOME = Path("/home/model-server")
 OVERRIDABLE = (
@@ -50,17 +60,6 @@ OVERRIDABLE = (
     "grpc_management_port",
     "load_models",
 )
-
-
-def read_properties(path: Path) -> dict[str, str]:
-    # Same parser as serving.launcher.read_properties: the image holds this file alone, without the serving package.
-    props = {}
-    for line in path.read_text().splitlines():
-        line = line.strip()
-        if line and not line.startswith("#") and "=" in line:
-            key, value = line.split("=", 1)
-            props[key.strip()] = value.strip()
-    return props
 
 
 def workdir(env: dict[str, str]) -> Path:
@@ -77,23 +76,10 @@ def render_config(env: dict[str, str]) -> dict[str, str]:
     return props
 
 
-def torchserve_bin() -> str:
-    local = Path(sys.executable).parent / "torchserve"
-    return str(local) if local.exists() else (shutil.which("torchserve") or "torchserve")
-
-
 def missing_archives(props: dict[str, str]) -> list[Path]:
     store = Path(props["model_store"])
     names = [item.split("=", 1)[-1] for item in props.get("load_models", "").split(",") if item and item != "all"]
     return [store / name for name in names if not (store / name).exists()]
-
-
-def group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-        return True
-    except ProcessLookupError:
-        return False
 
 
 def serve(env: dict[str, str]) -> int:
@@ -153,24 +139,62 @@ def serve(env: dict[str, str]) -> int:
     return 0
 
 
-def healthcheck(env: dict[str, str]) -> int:
-    """GET /ping on the inference address of the rendered config (the image's, when not started yet)."""
+def served_props(env: dict[str, str]) -> dict[str, str]:
+    """The config the running server uses (rendered at start), else what it would render now."""
     rendered = workdir(env) / "config.properties"
-    props = read_properties(rendered) if rendered.exists() else render_config(env)
-    url = props.get("inference_address", "http://127.0.0.1:8080").replace("0.0.0.0", "127.0.0.1")
+    return read_properties(rendered) if rendered.exists() else render_config(env)
+
+
+def model_names(props: dict[str, str]) -> list[str]:
+    """The models load_models registers at start-up: `name=file.mar` gives name, `file.mar` gives file."""
+    items = [item.strip() for item in props.get("load_models", "").split(",") if item.strip() and item.strip() != "all"]
+    return [item.split("=", 1)[0] if "=" in item else item.removesuffix(".mar") for item in items]
+
+
+def registered_models(mgmt: str) -> list[str]:
+    """Every model the server has registered (for load_models=all); [] while it does not answer."""
+    try:
+        with urllib.request.urlopen(f"{mgmt}/models", timeout=5) as resp:
+            return [model["modelName"] for model in json.loads(resp.read()).get("models", [])]
+    except (OSError, ValueError, KeyError):
+        return []
+
+
+def ready(env: dict[str, str]) -> int:
+    """Exit 0 only when every model of load_models has a READY worker (ping alone is healthy too early)."""
+    props = served_props(env)
+    mgmt = management_url(props)
+    names = model_names(props) or registered_models(mgmt)
+    if not names:
+        print(f"not ready: no model registered yet at {mgmt}", file=sys.stderr)
+        return 1
+    for name in names:
+        states = [w.get("status") for w in model_workers(mgmt, name)]
+        if "READY" not in states:
+            print(f"not ready: {name} workers {states or 'not registered yet'} at {mgmt}", file=sys.stderr)
+            return 1
+    return 0
+
+
+def live(env: dict[str, str]) -> int:
+    """GET /ping on the inference address: the frontend answers (the model may still be loading)."""
+    url = inference_url(served_props(env))
     try:
         with urllib.request.urlopen(f"{url}/ping", timeout=5) as resp:
             return 0 if resp.status == 200 else 1
     except OSError as exc:  # URLError, HTTPError (500 Unhealthy), refused, timeout
-        print(f"unhealthy: {url}/ping: {exc}", file=sys.stderr)
+        print(f"not live: {url}/ping: {exc}", file=sys.stderr)
         return 1
 
 
+CHECKS = {"ready": ready, "healthcheck": ready, "live": live}
+
+
 def main(argv: list[str]) -> int:
-    if argv[1:] == ["healthcheck"]:
-        return healthcheck(dict(os.environ))
+    if len(argv) == 2 and argv[1] in CHECKS:
+        return CHECKS[argv[1]](dict(os.environ))
     if argv[1:]:
-        print(f"usage: {argv[0]} [healthcheck]", file=sys.stderr)
+        print(f"usage: {argv[0]} [{' | '.join(CHECKS)}]", file=sys.stderr)
         return 64
     return serve(dict(os.environ))
 

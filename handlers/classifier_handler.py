@@ -29,7 +29,7 @@ import torch
 from ts.torch_handler.base_handler import BaseHandler
 from ts.utils.util import PredictionException
 
-from classifier.backends import load_backend, select_device
+from classifier.backends import cpu_reason, load_backend, select_device
 from classifier.postprocessing import embedding_stats, error_body, error_dict, top_k_predictions
 from classifier.preprocessing import CropBox, ImageDecodeError, PreprocessConfig, preprocess_bytes
 from classifier.settings import HandlerSettings, usable_cpus
@@ -49,7 +49,10 @@ class ClassifierHandler(BaseHandler):
         self.settings = HandlerSettings.from_model_config(context.model_yaml_config, usable_cpus())
         self.enveloped = os.environ.get("TS_SERVICE_ENVELOPE", "") in ENVELOPES
         torch.set_num_threads(self.settings.threads)
-        self.device = select_device(props.get("gpu_id"), torch.cuda.is_available())
+        cuda_available = torch.cuda.is_available()
+        self.device = select_device(props.get("gpu_id"), cuda_available)
+        if self.device.type == "cpu":
+            logger.info("running on the CPU: %s", cpu_reason(props.get("gpu_id"), cuda_available))
         metadata = json.loads((model_dir / "metadata.json").read_text())
         self.preprocess_config = PreprocessConfig.from_dict(
             {**metadata["preprocessing"], "max_image_pixels": self.settings.max_image_pixels}

@@ -7,6 +7,9 @@
 tail of TorchServe's logs. The same functions start the throw-away servers of
 the tests (``TorchServeProcess``), which run in their own process group, with
 their own TMPDIR (TorchServe keeps its pid file there) and their own log folder.
+
+Stdlib only: the images copy this file alone for docker/entrypoint.py, which imports its helpers
+(tests/unit/test_container_files.py checks the imports).
 """
 
 from __future__ import annotations
@@ -141,7 +144,7 @@ def loopback_overrides(store: Path, load_models: str = "classifier=classifier.ma
 class TorchServeProcess:
     """A foreground TorchServe in its own process group: for the tests, the benchmarks and the soak.
 
-    (The container's entrypoint, docker/entrypoint.py, does the same with the standard library alone.)
+    (The container's entrypoint, docker/entrypoint.py, runs its own with the helpers of this module.)
 
     ``overrides`` replace keys of the base config.properties (ports, model_store, ...).
     """

@@ -44,8 +44,29 @@ def container_env(store: Path, root: Path) -> dict[str, str]:
     }
 
 
-def healthcheck(env: dict[str, str]) -> int:
-    return subprocess.run([*ENTRYPOINT, "healthcheck"], env=env, capture_output=True, timeout=30).returncode
+def check(env: dict[str, str], name: str) -> int:
+    """`entrypoint.py ready | live | healthcheck`: the image's HEALTHCHECK and the Kubernetes probes."""
+    return subprocess.run([*ENTRYPOINT, name], env=env, capture_output=True, timeout=30).returncode
+
+
+def wait_for_readiness(env: dict[str, str], alive, timeout: float = 240) -> list[tuple[int, int]]:
+    """Poll (live, ready) until ready passes; the sequence of verdicts seen."""
+    seen: list[tuple[int, int]] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and alive():
+        seen.append((check(env, "live"), check(env, "ready")))
+        if seen[-1][1] == 0:
+            return seen
+    raise AssertionError(f"ready never passed: {seen[-5:]}")
+
+
+def scale(env: dict[str, str], workers: int) -> None:
+    resp = requests.put(
+        f"{env['TS_MANAGEMENT_ADDRESS']}/models/classifier",
+        params={"min_worker": workers, "max_worker": workers, "synchronous": "true"},
+        timeout=120,
+    )
+    assert resp.status_code == 200, resp.text
 
 
 def test_entrypoint_serves_then_stops_cleanly_on_sigterm(model_store, tmp_path):
@@ -54,11 +75,24 @@ def test_entrypoint_serves_then_stops_cleanly_on_sigterm(model_store, tmp_path):
         proc = subprocess.Popen(ENTRYPOINT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     tree: list[psutil.Process] = []
     try:
-        assert healthcheck(env) == 1  # not up yet: the image's HEALTHCHECK must fail
-        wait_ready(env["TS_MANAGEMENT_ADDRESS"], "classifier", 240, alive=lambda: proc.poll() is None, log_dir=tmp_path / "logs")
+        assert check(env, "healthcheck") == 1  # not up yet: the image's HEALTHCHECK must fail
+        seen = wait_for_readiness(env, alive=lambda: proc.poll() is None)
+        # While the worker loads, ping is already healthy and readiness still fails: that gap is why the
+        # HEALTHCHECK and the readiness probe ask for a READY worker instead of /ping.
+        assert (0, 1) in seen, f"readiness never failed while live passed: {seen}"
+        wait_ready(env["TS_MANAGEMENT_ADDRESS"], "classifier", 10, log_dir=tmp_path / "logs")
         rendered = (tmp_path / "work" / "config.properties").read_text()
         assert f"model_store={model_store.resolve()}" in rendered and "enable_model_api=false" in rendered
-        assert healthcheck(env) == 0
+        assert check(env, "healthcheck") == 0 and check(env, "live") == 0
+        # load_models=all: every registered model must have a READY worker (no rendered config in that work dir).
+        every_model = {**env, "TS_WORKDIR": str(tmp_path / "elsewhere"), "TS_LOAD_MODELS": "all"}
+        assert check(every_model, "ready") == 0
+
+        # No worker (scaled to 0): the frontend still answers ping, but nothing can answer a prediction.
+        scale(env, 0)
+        assert (check(env, "live"), check(env, "ready"), check(env, "healthcheck"), check(every_model, "ready")) == (0, 1, 1, 1)
+        scale(env, 1)
+        assert wait_for_readiness(env, alive=lambda: proc.poll() is None)[-1] == (0, 0)
 
         resp = requests.post(
             f"{env['TS_INFERENCE_ADDRESS']}/predictions/classifier",
@@ -84,9 +118,16 @@ def test_entrypoint_serves_then_stops_cleanly_on_sigterm(model_store, tmp_path):
     assert took < STOP_BOUND_S
     gone, alive = psutil.wait_procs(tree, timeout=5)
     assert not [p for p in alive if p.status() != psutil.STATUS_ZOMBIE], f"left behind: {alive}"
-    assert healthcheck(env) == 1
+    assert check(env, "ready") == 1 and check(env, "live") == 1
     with pytest.raises(requests.ConnectionError):
         requests.get(f"{env['TS_INFERENCE_ADDRESS']}/ping", timeout=5)
+
+
+def test_entrypoint_rejects_an_unknown_command(tmp_path):
+    out = subprocess.run(
+        [*ENTRYPOINT, "readyz"], env=container_env(tmp_path, tmp_path), capture_output=True, text=True, timeout=30
+    )
+    assert out.returncode == 64 and "ready | healthcheck | live" in out.stderr
 
 
 def test_entrypoint_without_archive_says_how_to_get_one(tmp_path):

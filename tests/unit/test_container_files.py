@@ -1,9 +1,12 @@
-"""The container files, checked without a Docker engine: hadolint, the Dockerfile's structure,
-the build context (.dockerignore) and the Makefile's docker commands (dry run)."""
+"""The container files, checked without a container engine: hadolint, the Dockerfile's structure,
+the build context (.dockerignore) and the Makefile's docker / podman commands (dry run).
+`make image-check` (docker/image_check.py) builds and runs the image for real."""
 
 from __future__ import annotations
 
+import ast
 import fnmatch
+import importlib.util
 import json
 import os
 import re
@@ -91,13 +94,25 @@ def test_parser_sees_stages_and_continuations():
     assert parsed == {"x": {"from": "a:1", "steps": [("RUN", "one two")]}, "y": {"from": "x", "steps": [("USER", "1")]}}
 
 
-@pytest.mark.parametrize("target", ["cpu", "gpu"])
-def test_final_stage_runs_as_non_root_with_healthcheck_and_ports(dockerfile, target):
-    stage = dockerfile[target]
+def test_one_final_stage_serves_both_flavours(dockerfile):
+    """FLAVOUR picks `<flavour>-torch`; the tail after it is written once, in stage `image`, the last one."""
+    text = (REPO / "Dockerfile").read_text()
+    assert re.search(r"^ARG FLAVOUR=cpu$", text.split("\nFROM ")[0], flags=re.M), (
+        "FLAVOUR must default to cpu before the first FROM"
+    )
+    assert list(dockerfile)[-1] == "image" and dockerfile["image"]["from"] == "${FLAVOUR}-torch"
+    for flavour in ("cpu", "gpu"):
+        assert dockerfile[f"{flavour}-torch"]["from"] == f"{flavour}-base"
+        assert not {"USER", "HEALTHCHECK", "ENTRYPOINT", "EXPOSE"} & {k for k, _ in dockerfile[f"{flavour}-torch"]["steps"]}
+
+
+def test_final_stage_runs_as_non_root_with_readiness_healthcheck_and_ports(dockerfile):
+    stage = dockerfile["image"]
     user = last(stage, "USER")
-    assert user and user.split(":")[0] not in {"root", "0"}, f"{target} runs as {user!r}"
+    assert user and user.split(":")[0] not in {"root", "0"}, f"the image runs as {user!r}"
     healthcheck = last(stage, "HEALTHCHECK")
-    assert healthcheck and "CMD" in healthcheck and "entrypoint.py" in healthcheck and "healthcheck" in healthcheck
+    # Readiness (a READY worker), not /ping: ping is healthy seconds before the model answers.
+    assert healthcheck and json.loads(healthcheck.split("CMD", 1)[1]) == ["python", "/home/model-server/entrypoint.py", "ready"]
     exposed = {int(p.split("/")[0]) for k, args in stage["steps"] if k == "EXPOSE" for p in args.split()}
     assert exposed == PORTS
     entrypoint = json.loads(last(stage, "ENTRYPOINT"))
@@ -105,15 +120,28 @@ def test_final_stage_runs_as_non_root_with_healthcheck_and_ports(dockerfile, tar
     assert ("COPY", "--from=app /home/model-server /home/model-server") in stage["steps"]
 
 
-def test_healthcheck_calls_ping():
-    assert 'f"{url}/ping"' in (REPO / "docker" / "entrypoint.py").read_text()
+def test_entrypoint_checks_readiness_on_the_management_api_and_liveness_on_ping():
+    text = (REPO / "docker" / "entrypoint.py").read_text()
+    assert 'CHECKS = {"ready": ready, "healthcheck": ready, "live": live}' in text
+    assert '"READY" not in states' in text and 'f"{url}/ping"' in text
 
 
-def test_cpu_image_uses_cpu_wheels_and_the_pinned_versions(dockerfile):
-    cpu_run = " ".join(a for k, a in dockerfile["cpu"]["steps"] if k == "RUN")
-    gpu_run = " ".join(a for k, a in dockerfile["gpu"]["steps"] if k == "RUN")
-    assert f"--index-url {CPU_INDEX} torch=={pinned('torch')} torchvision=={pinned('torchvision')}" in cpu_run
-    assert CPU_INDEX not in gpu_run and f"torch=={pinned('torch')} torchvision=={pinned('torchvision')}" in gpu_run
+def test_launcher_stays_stdlib_only():
+    """The image holds serving/launcher.py without the project's dependencies: the entrypoint imports it."""
+    tree = ast.parse((REPO / "serving" / "launcher.py").read_text())
+    imported = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    imported |= {node.module.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
+    assert imported - sys.stdlib_module_names == set()
+    assert "COPY serving/__init__.py serving/launcher.py /home/model-server/serving/" in (REPO / "Dockerfile").read_text()
+
+
+def test_torch_index_is_a_build_arg_defaulting_to_cpu_wheels_and_the_pinned_versions(dockerfile):
+    install = f'--index-url "${{TORCH_INDEX_URL}}" torch=={pinned("torch")} torchvision=={pinned("torchvision")}'
+    defaults = {"cpu": f"TORCH_INDEX_URL={CPU_INDEX}", "gpu": "TORCH_INDEX_URL=https://pypi.org/simple"}
+    for flavour, default in defaults.items():
+        stage = dockerfile[f"{flavour}-torch"]
+        assert ("ARG", default) in stage["steps"]
+        assert install in " ".join(a for k, a in stage["steps"] if k == "RUN")
     assert dockerfile["cpu-base"]["from"].startswith("python:3.11-slim")
     for stage in ("cpu-base", "gpu-base"):
         assert "openjdk-17-jre-headless" in last(dockerfile[stage], "RUN")
@@ -169,10 +197,18 @@ def test_build_context_has_what_the_dockerfile_copies_and_nothing_heavy(dockerfi
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
-        (["image"], "docker build --target cpu -t resnet-classifier:cpu ."),
-        (["image-gpu"], "docker build --target gpu -t resnet-classifier:gpu ."),
-        (["run-image"], "docker run --rm -p 8080:8080 resnet-classifier:cpu"),
-        (["run-image", "GPU=1"], "docker run --rm -p 8080:8080 --gpus all resnet-classifier:gpu"),
+        (["image", "ENGINE=docker"], "docker build -t resnet-classifier:cpu ."),
+        (["image-gpu", "ENGINE=docker"], "docker build --build-arg FLAVOUR=gpu -t resnet-classifier:gpu ."),
+        (["run-image", "ENGINE=docker"], "docker run --rm -p 8080:8080 resnet-classifier:cpu"),
+        (["run-image", "ENGINE=docker", "GPU=1"], "docker run --rm -p 8080:8080 --gpus all resnet-classifier:gpu"),
+        # podman: the docker format keeps the HEALTHCHECK
+        (["image", "ENGINE=podman"], "podman build --format docker -t resnet-classifier:cpu ."),
+        (
+            ["image-gpu", "ENGINE=podman", "TORCH_INDEX_URL=https://mirror.example/whl"],
+            "podman build --format docker --build-arg TORCH_INDEX_URL=https://mirror.example/whl --build-arg FLAVOUR=gpu "
+            "-t resnet-classifier:gpu .",
+        ),
+        (["image-check", "ENGINE=podman"], ".venv/bin/python docker/image_check.py --engine podman"),
     ],
 )
 def test_make_targets_dry_run(args, expected):
@@ -188,3 +224,12 @@ def test_make_targets_dry_run(args, expected):
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == expected
+
+
+def test_readiness_waits_for_the_models_that_load_models_names():
+    spec = importlib.util.spec_from_file_location("entrypoint", REPO / "docker" / "entrypoint.py")
+    entrypoint = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(entrypoint)
+    assert entrypoint.model_names({"load_models": "classifier=classifier.mar"}) == ["classifier"]
+    assert entrypoint.model_names({"load_models": "a.mar, b=x.mar"}) == ["a", "b"]
+    assert entrypoint.model_names({"load_models": "all"}) == []  # then: every registered model

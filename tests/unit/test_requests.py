@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from classifier.backends import select_device
+from classifier.backends import cpu_reason, select_device
 from classifier.settings import HandlerSettings, cpu_quota, usable_cpus
 from handlers.requests import RequestError, extract_image, find_seed, parse_seed
 
@@ -63,6 +63,10 @@ def test_settings_reject_unknown_keys_and_bad_crop_mode():
 )
 def test_device_selection(gpu_id, cuda, expected):
     assert select_device(gpu_id, cuda) == torch.device(expected)
+    # Every CPU choice comes with a reason to log (the GPU image on a host without a GPU says why).
+    reason = cpu_reason(gpu_id, cuda)
+    assert (reason is None) == (expected != "cpu")
+    assert reason is None or ("assigned no GPU" in reason if gpu_id in (None, "") else "no usable CUDA" in reason)
 
 
 def test_find_seed_prefers_the_input_then_any_case_of_x_seed_header():
