@@ -5,19 +5,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from classifier.pipeline import MAX_SEED, ItemError, check_body_size
+
 # Request fields that may carry the image: the raw body ("body" for curl -T /
 # --data-binary), a multipart form field, or a gRPC input map entry.
 IMAGE_FIELDS = ("data", "body", "file", "image")
-MAX_SEED = 2**63 - 1
 SEED_HEADER = "x-seed"
-
-
-class RequestError(ValueError):
-    """A problem with one request, reported to its client with ``code``."""
-
-    def __init__(self, message: str, code: int = 400):
-        super().__init__(message)
-        self.code = code
+# One class for the handler and the core, so a refusal the core raises (an oversized body) is the same
+# status and message from the server and from `python -m classifier predict`.
+RequestError = ItemError
 
 
 def parse_seed(value: Any) -> int | None:
@@ -60,8 +56,7 @@ def extract_image(request: Mapping[str, Any], max_bytes: int | None = None) -> b
             f"or as a form field named one of {list(IMAGE_FIELDS)}"
         )
     if isinstance(value, (bytes, bytearray)):
-        if max_bytes is not None and len(value) > max_bytes:
-            raise RequestError(f"image body is {len(value)} bytes, over the limit of {max_bytes} bytes", 413)
+        check_body_size(len(value), max_bytes)
         return bytes(value)
     if isinstance(value, (dict, list)):
         raise RequestError(
