@@ -1,5 +1,5 @@
 # Every target the README names. Each depends on `install`, so a fresh clone needs no manual step.
-.PHONY: install lint format stubs train prepare archive serve stop test test-fast soak clean help FORCE image image-gpu run-image loadtest bench
+.PHONY: install lint format stubs train prepare archive predict serve stop test test-fast soak clean help FORCE image image-gpu run-image loadtest bench cli-bench
 
 VENV      := .venv
 PY        := $(VENV)/bin/python
@@ -24,9 +24,11 @@ help:
 	@echo "make train   (re)train: DATA=DIR, TRAIN_ARGS='--epochs N ...'; metrics and plots go to runs/<timestamp>/"
 	@echo "make prepare SRC=DIR DST=DIR   split a folder of class subfolders into DST/train and DST/val"
 	@echo "make archive / make stop / make clean"
+	@echo "make predict ARGS='PATH... [--mar FILE] [--seed N] [--format csv]'   classify files offline, no server (docs/cli.md)"
 	@echo "make image / make image-gpu / make run-image [GPU=1]   container images (README: Containers)"
 	@echo "make loadtest  locust against the running make serve (HOST=, USERS=, SPAWN_RATE=, RUN_TIME=)"
 	@echo "make bench     raw model vs our endpoint vs stock TorchServe; writes docs/benchmarks.*"
+	@echo "make cli-bench make predict vs the server with 4 clients on 500 images; writes docs/cli.md"
 
 # ---------------------------------------------------------------- setup
 install: $(STAMP) $(STUBS)
@@ -87,6 +89,12 @@ $(MAR): $(MODEL_DIR)/model.pt2 $(MODEL_DIR)/index_to_name.json $(ONNX_FILES) han
 
 FORCE:
 
+# Classify files, folders and globs offline with the server's code, no TorchServe (classifier/predict.py):
+# make predict ARGS="docs/sample.png --seed 42"   or   ARGS="photos/ --mar model_store/classifier.mar --format csv --output out.csv"
+ARGS ?=
+predict: | $(STAMP)
+	$(PY) -m classifier predict $(ARGS)
+
 # ---------------------------------------------------------------- serving
 serve: $(MAR) $(STUBS)
 	$(PY) -m serving.launcher start --config config.properties
@@ -115,6 +123,11 @@ loadtest: | $(STAMP) $(IMAGES)
 
 bench: $(MAR) | $(STAMP)
 	$(PY) -m loadtests.bench $(BENCH_ARGS)
+
+# The command-line predictor vs a private server with 4 clients, same 500 images and archive; writes docs/cli.md.
+CLI_BENCH_ARGS ?=
+cli-bench: $(MAR) | $(STAMP)
+	$(PY) -m loadtests.cli_bench --mar $(MAR) $(CLI_BENCH_ARGS)
 
 # ---------------------------------------------------------------- tests
 # ruff lint and format check (config in pyproject.toml); `make format` rewrites in place.

@@ -419,8 +419,9 @@ class Summary:
         )
 
 
-def run(args: argparse.Namespace, stdout: TextIO = sys.stdout, stderr: TextIO = sys.stderr) -> Summary:
+def run(args: argparse.Namespace, stdout: TextIO | None = None, stderr: TextIO | None = None) -> Summary:
     """Classify ``args.paths`` and write one result per file; returns the counts for the summary."""
+    stdout, stderr = stdout or sys.stdout, stderr or sys.stderr  # looked up per call, so a redirect applies
     from tqdm import tqdm  # only the command line needs it, not the handler that imports this package
 
     paths, unmatched = collect_paths(args.paths)
@@ -440,6 +441,8 @@ def run(args: argparse.Namespace, stdout: TextIO = sys.stdout, stderr: TextIO = 
         config = read_preprocess_config(model.folder, settings.max_image_pixels)
         labels = read_labels(model.folder)
         backend = load_backend(args.backend or settings.backend, model.folder, torch.device(args.device), threads)
+        # One pass before the clock starts, as the handler's initialize does, so lazy set-up is load time.
+        backend(torch.zeros(1, 3, config.input_size, config.input_size))
     # Every backend has read its artifact by now, so the temporary copy of a .mar is gone already.
     mode = "center" if args.center else settings.crop_mode
     load_seconds = time.perf_counter() - started
