@@ -142,6 +142,8 @@ def core_drift(archived: Path) -> tuple[str, ...]:
 def open_model(model_dir: Path | None, mar: Path | None, model_config: Path | None) -> Iterator[Model]:
     """The model folder and its model-config, from a ``.mar`` (unpacked to a temporary folder) or a folder."""
     if mar is not None:
+        if not mar.is_file():
+            raise SystemExit(f"error: no such model archive: {mar} (make archive writes model_store/classifier.mar)")
         if not zipfile.is_zipfile(mar):
             raise SystemExit(
                 f"error: {mar} is not a model archive (.mar, a zip file); make archive writes model_store/classifier.mar"
