@@ -1,5 +1,5 @@
 # Every target the README names. Each depends on `install`, so a fresh clone needs no manual step.
-.PHONY: install lock lock-check lint format coverage-report stubs train prepare archive serve stop test test-fast soak clean help FORCE image image-gpu run-image image-check image-check-gpu container-tools loadtest bench k8s-tools kserve-layout
+.PHONY: install lock lock-check lint format coverage-report stubs train prepare archive serve stop test test-fast soak clean help FORCE image image-gpu run-image image-check image-check-gpu container-tools loadtest bench k8s-tools kserve-layout predict cli-bench
 
 VENV      := .venv
 PY        := $(VENV)/bin/python
@@ -36,6 +36,8 @@ help:
 	@echo "make bench     raw model vs our endpoint vs stock TorchServe; writes docs/benchmarks.*"
 	@echo "make kserve-layout   the KServe storageUri folder (config/ + model-store/) in $(KSERVE_DIR)"
 	@echo "make k8s-tools       checkov in its own venv (the manifest tests need it; make install does it)"
+	@echo "make predict ARGS='PATH... [--mar FILE] [--seed N] [--format csv]'   classify files offline, no server (docs/cli.md)"
+	@echo "make cli-bench make predict vs the server with 4 clients on 500 images; writes docs/cli.md"
 
 # ---------------------------------------------------------------- setup
 install: $(STAMP) $(STUBS) $(CHECKOV)
@@ -112,6 +114,12 @@ $(MAR): $(MODEL_DIR)/model.pt2 $(MODEL_DIR)/index_to_name.json $(ONNX_FILES) han
 
 FORCE:
 
+# Classify files, folders and globs offline with the server's code, no TorchServe (classifier/predict.py):
+# make predict ARGS="docs/sample.png --seed 42"   or   ARGS="photos/ --mar model_store/classifier.mar --format csv --output out.csv"
+ARGS ?=
+predict: | $(STAMP)
+	$(PY) -m classifier predict $(ARGS)
+
 # ---------------------------------------------------------------- serving
 serve: $(MAR) $(STUBS)
 	$(PY) -m serving.launcher start --config config.properties
@@ -140,6 +148,11 @@ loadtest: | $(STAMP) $(IMAGES)
 
 bench: $(MAR) | $(STAMP)
 	$(PY) -m loadtests.bench $(BENCH_ARGS)
+
+# The command-line predictor vs a private server with 4 clients, same 500 images and archive; writes docs/cli.md.
+CLI_BENCH_ARGS ?=
+cli-bench: $(MAR) | $(STAMP)
+	$(PY) -m loadtests.cli_bench --mar $(MAR) $(CLI_BENCH_ARGS)
 
 # ---------------------------------------------------------------- tests
 # ruff lint and format check (config in pyproject.toml); `make format` rewrites in place.

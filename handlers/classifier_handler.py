@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import random
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -30,8 +29,9 @@ from ts.torch_handler.base_handler import BaseHandler
 from ts.utils.util import PredictionException
 
 from classifier.backends import cpu_reason, load_backend, select_device
+from classifier.pipeline import crop_info, read_labels, read_preprocess_config, resolve_seed, response_body
 from classifier.postprocessing import embedding_stats, error_body, error_dict, top_k_predictions
-from classifier.preprocessing import CropBox, ImageDecodeError, PreprocessConfig, preprocess_bytes
+from classifier.preprocessing import ImageDecodeError, preprocess_bytes
 from classifier.settings import HandlerSettings, usable_cpus
 from handlers.requests import RequestError, extract_image, find_seed, parse_seed
 
@@ -53,12 +53,8 @@ class ClassifierHandler(BaseHandler):
         self.device = select_device(props.get("gpu_id"), cuda_available)
         if self.device.type == "cpu":
             logger.info("running on the CPU: %s", cpu_reason(props.get("gpu_id"), cuda_available))
-        metadata = json.loads((model_dir / "metadata.json").read_text())
-        self.preprocess_config = PreprocessConfig.from_dict(
-            {**metadata["preprocessing"], "max_image_pixels": self.settings.max_image_pixels}
-        )
-        names = json.loads((model_dir / "index_to_name.json").read_text())
-        self.labels = {int(k): v for k, v in names.items()}
+        self.preprocess_config = read_preprocess_config(model_dir, self.settings.max_image_pixels)
+        self.labels = read_labels(model_dir)
         self.pool = ThreadPoolExecutor(self.settings.threads, thread_name_prefix="preprocess")
         self.backend = load_backend(self.settings.backend, model_dir, self.device, self.settings.threads)
         # One warm-up pass so the first client does not pay for lazy initialisation.
@@ -91,12 +87,8 @@ class ClassifierHandler(BaseHandler):
     ) -> tuple[torch.Tensor, dict] | RequestError:
         try:
             image = extract_image(request, self.settings.max_body_bytes)
-            seed = parse_seed(find_seed(request, headers))
             mode = self.settings.crop_mode
-            if mode == "center":
-                seed = None  # the centre crop has no randomness to seed
-            elif seed is None:
-                seed = random.getrandbits(63)  # reported back, so any answer can be reproduced
+            seed = resolve_seed(mode, parse_seed(find_seed(request, headers)))
             tensor, box = preprocess_bytes(image, self.preprocess_config, mode, seed)
         except RequestError as exc:
             return exc
@@ -129,8 +121,7 @@ class ClassifierHandler(BaseHandler):
                 self.context.set_response_status(item.code, str(item), idx)
                 responses.append(error_body(str(item), item.code))
                 continue
-            body = {"predictions": predictions[row], "embedding": stats[row], "crop": item[1]}
-            responses.append(json.dumps(body).encode())
+            responses.append(json.dumps(response_body(predictions[row], stats[row], item[1])).encode())
             row += 1
         return responses
 
@@ -144,13 +135,9 @@ class ClassifierHandler(BaseHandler):
             if isinstance(item, RequestError):
                 results.append(error_dict(str(item), item.code))
                 continue
-            results.append({"predictions": predictions[row], "embedding": stats[row], "crop": item[1]})
+            results.append(response_body(predictions[row], stats[row], item[1]))
             row += 1
         errors = [item for item in items if isinstance(item, RequestError)]
         if errors and len(errors) == len(items):
             self.context.set_response_status(errors[0].code, str(errors[0]), 0)
         return results
-
-
-def crop_info(mode: str, seed: int | None, box: CropBox) -> dict:
-    return {"mode": mode, "seed": seed, "box": box.as_list()}

@@ -8,22 +8,18 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from classifier.pipeline import MAX_SEED, ItemError, check_body_size
+
 # Request fields that may carry the image: the raw body ("body" for curl -T /
 # --data-binary), a multipart form field, or a gRPC input map entry.
 IMAGE_FIELDS = ("data", "body", "file", "image")
-MAX_SEED = 2**63 - 1
 SEED_HEADER = "x-seed"
 # Text that could be base64 (standard or URL-safe alphabet, padding); line breaks are removed first, since
 # encoders wrap lines. Anything else in a text field is not an image in any encoding we accept.
 BASE64_TEXT = re.compile(r"[A-Za-z0-9+/_-]+={0,2}")
-
-
-class RequestError(ValueError):
-    """A problem with one request, reported to its client with ``code``."""
-
-    def __init__(self, message: str, code: int = 400):
-        super().__init__(message)
-        self.code = code
+# One class for the handler and the core, so a refusal the core raises (an oversized body) is the same
+# status and message from the server and from `python -m classifier predict`.
+RequestError = ItemError
 
 
 def parse_seed(value: Any) -> int | None:
@@ -102,8 +98,7 @@ def extract_image(request: Mapping[str, Any], max_bytes: int | None = None) -> b
             f"or as a form field named one of {list(IMAGE_FIELDS)}"
         )
     if isinstance(value, (bytes, bytearray)):
-        if max_bytes is not None and len(value) > max_bytes:
-            raise RequestError(f"image body is {len(value)} bytes, over the limit of {max_bytes} bytes", 413)
+        check_body_size(len(value), max_bytes)
         return bytes(value)
     if isinstance(value, dict) and set(value) == {"b64"} and isinstance(value["b64"], str):
         return decode_base64_image(value["b64"], f"{field}.b64", max_bytes)

@@ -1,0 +1,67 @@
+"""One image's way from bytes to its answer, in the pieces every consumer shares.
+
+The TorchServe handler and the command-line predictor (``python -m classifier predict``) both call
+these, so a seed, a crop record, an answer and a refusal mean the same thing wherever the model runs:
+
+    check_body_size -> resolve_seed -> preprocessing.preprocess_bytes -> crop_info
+    backend -> postprocessing.top_k_predictions / embedding_stats -> response_body
+
+A failure of one image is an :class:`ItemError`: its message and the HTTP status the server answers with.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+from classifier.preprocessing import CropBox, PreprocessConfig
+
+MAX_SEED = 2**63 - 1
+
+
+def read_preprocess_config(model_dir: Path, max_image_pixels: int) -> PreprocessConfig:
+    """The preprocessing the model was trained with (its metadata.json), under the served pixel limit."""
+    metadata = json.loads((model_dir / "metadata.json").read_text())
+    return PreprocessConfig.from_dict({**metadata["preprocessing"], "max_image_pixels": max_image_pixels})
+
+
+def read_labels(model_dir: Path) -> dict[int, str]:
+    """Class index -> name, from the model's index_to_name.json."""
+    names = json.loads((model_dir / "index_to_name.json").read_text())
+    return {int(k): v for k, v in names.items()}
+
+
+class ItemError(ValueError):
+    """A problem with one image, reported with ``code`` (the HTTP status the server gives it)."""
+
+    def __init__(self, message: str, code: int = 400):
+        super().__init__(message)
+        self.code = code
+
+
+def check_body_size(size: int, max_bytes: int | None) -> None:
+    """Refuse an image body over ``max_bytes`` (413) before decoding a byte of it."""
+    if max_bytes is not None and size > max_bytes:
+        raise ItemError(f"image body is {size} bytes, over the limit of {max_bytes} bytes", 413)
+
+
+def resolve_seed(mode: str, seed: int | None, draw=random.getrandbits) -> int | None:
+    """The seed an image is cropped with, as the answer reports it.
+
+    A centre crop has no randomness, so its seed is None whatever was asked. A random crop without
+    a seed draws one (``draw(63)``), so any answer can be reproduced by sending its reported seed.
+    """
+    if mode == "center":
+        return None
+    return draw(63) if seed is None else seed
+
+
+def crop_info(mode: str, seed: int | None, box: CropBox) -> dict[str, Any]:
+    return {"mode": mode, "seed": seed, "box": box.as_list()}
+
+
+def response_body(predictions: list[dict[str, Any]], embedding: dict[str, Any], crop: dict[str, Any]) -> dict[str, Any]:
+    """The answer for one image (the contract in ``classifier.postprocessing``)."""
+    return {"predictions": predictions, "embedding": embedding, "crop": crop}
