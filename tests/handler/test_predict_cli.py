@@ -78,7 +78,7 @@ def test_each_line_equals_the_handler_answer_for_the_same_batches(handler, tiny_
 
 
 def test_unseeded_files_get_their_own_seed_and_each_replays_on_the_handler(handler, tiny_model_dir, folder):
-    lines = predict(str(folder / "sub"), "--model-dir", str(tiny_model_dir), "--batch-size", "1")
+    lines = predict(str(folder / "sub"), "--model-dir", str(tiny_model_dir), "--backend", "eager", "--batch-size", "1")
     seeds = [line["crop"]["seed"] for line in lines]
     assert len(set(seeds)) == len(seeds) == 3
     for line in lines:
@@ -92,7 +92,9 @@ def test_center_crop_equals_a_center_mode_server(tiny_model_dir, folder):
     center = ClassifierHandler()
     center.initialize(make_context(tiny_model_dir, {"crop_mode": "center"}))
     lines = predict(
-        str(folder / "a.png"), str(folder / "b.jpg"), "--model-dir", str(tiny_model_dir), "--center", "--batch-size", "1"
+        str(folder / "a.png"),
+        str(folder / "b.jpg"),
+        *("--model-dir", str(tiny_model_dir), "--backend", "eager", "--center", "--batch-size", "1"),
     )
     for line in lines:
         assert line["crop"]["mode"] == "center" and line["crop"]["seed"] is None
