@@ -79,7 +79,7 @@ class ClassifierHandler(BaseHandler):
                 seed = None  # the centre crop has no randomness to seed
             elif seed is None:
                 seed = random.getrandbits(63)  # reported back, so any answer can be reproduced
-            tensor, box = preprocess_bytes(image, self.preprocess_config, mode, seed)
+            tensor, box = preprocess_bytes(image, self.preprocess_config, mode, seed, self.settings.region_decode)
         except RequestError as exc:
             return exc
         except ImageDecodeError as exc:
