@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from ts.torch_handler.base_handler import BaseHandler
 
+from classifier import jpeg_region
 from classifier.backends import load_backend, select_device
 from classifier.postprocessing import embedding_stats, error_body, top_k_predictions
 from classifier.preprocessing import CropBox, ImageDecodeError, PreprocessConfig, preprocess_bytes
@@ -50,12 +51,14 @@ class ClassifierHandler(BaseHandler):
         # One warm-up pass so the first client does not pay for lazy initialisation.
         size = self.preprocess_config.input_size
         self.backend(torch.zeros(1, 3, size, size))
+        region = "off" if not self.settings.region_decode else "on" if jpeg_region.unavailable_reason() is None else "unavailable"
         logger.info(
-            "classifier ready: backend=%s device=%s threads=%d crop_mode=%s",
+            "classifier ready: backend=%s device=%s threads=%d crop_mode=%s jpeg_region_decode=%s",
             self.backend.name,
             self.device,
             self.settings.threads,
             self.settings.crop_mode,
+            region,
         )
         self.initialized = True
 
