@@ -100,7 +100,7 @@ def png_inflate_share(data: bytes) -> tuple[float, float]:
     return full, half
 
 
-def server_costs(mar: Path, photos: list[bytes], repeats: int) -> list[tuple[str, float, float, float]]:
+def server_costs(mar: Path, photos: list[bytes], repeats: int, vmargs: str = "") -> list[tuple[str, float, float, float]]:
     """Per request kind: (name, wall p50 ms, Java frontend CPU ms, Python worker CPU ms), one request at a time."""
     import psutil
 
@@ -114,6 +114,7 @@ def server_costs(mar: Path, photos: list[bytes], repeats: int) -> list[tuple[str
         "grpc_management_port": str(free_port()),
         "model_store": str(mar.parent.resolve()),
         "load_models": f"classifier={mar.name}",
+        **({"vmargs": vmargs} if vmargs else {}),
     }
     size = int(statistics.mean(len(p) for p in photos))
     garbage_big = bytes(np.random.default_rng(0).integers(0, 256, size, dtype=np.uint8))
@@ -159,10 +160,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("image_dir", type=Path, help="JPEG photos (e.g. build/loadtest_photos)")
     parser.add_argument("--repeats", type=int, default=20, help="timed calls per stage and image (default: 20)")
     parser.add_argument("--server", type=Path, default=None, help="an archive: also measure the body cost on a server")
+    parser.add_argument("--vmargs", default="", help="JVM options for the --server frontend (default: TorchServe's)")
+    parser.add_argument("--server-only", action="store_true", help="skip the in-process stages")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)  # one core, as the other per-image tables in docs/optimization.md
     files = sorted(args.image_dir.glob("*.jpg"))
     photos = [f.read_bytes() for f in files]
+    if args.server_only:
+        print("\n| request, one at a time | wall p50 ms | Java frontend CPU ms | worker CPU ms |\n|---|---:|---:|---:|")
+        for name, wall, java, worker in server_costs(args.server, photos, args.repeats, args.vmargs):
+            print(f"| {name} | {wall:.1f} | {java:.1f} | {worker:.1f} |")
+        return
     rows = [stages(data, args.repeats, seed) for seed, data in enumerate(photos)]
     print(f"| stage (median CPU ms over {len(files)} images) | ms |\n|---|---:|")
     for key in rows[0]:
@@ -177,7 +185,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     if args.server:
         print("\n| request, one at a time | wall p50 ms | Java frontend CPU ms | worker CPU ms |\n|---|---:|---:|---:|")
-        for name, wall, java, worker in server_costs(args.server, photos, args.repeats):
+        for name, wall, java, worker in server_costs(args.server, photos, args.repeats, args.vmargs):
             print(f"| {name} | {wall:.1f} | {java:.1f} | {worker:.1f} |")
 
 
