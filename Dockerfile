@@ -44,8 +44,9 @@ FROM python:3.11-slim-bookworm AS cpu-base
 # hadolint ignore=DL3008
 RUN mkdir -p /usr/share/man/man1 \
  && apt-get update \
+# libjpeg62-turbo: the JPEG region decoder (classifier/native) links against it.
  && apt-get install -y --no-install-recommends \
-      openjdk-17-jre-headless tini \
+      openjdk-17-jre-headless tini libjpeg62-turbo \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --create-home --uid 1000 --shell /usr/sbin/nologin model-server
 

@@ -1,5 +1,5 @@
 # Every target the README names. Each depends on `install`, so a fresh clone needs no manual step.
-.PHONY: install lock lock-check lint format coverage-report stubs train prepare archive serve stop test test-fast soak clean help FORCE image image-gpu run-image image-check image-check-gpu container-tools loadtest bench k8s-tools kserve-layout predict cli-bench
+.PHONY: install lock lock-check lint format coverage-report stubs train prepare archive serve stop test test-fast soak clean help FORCE image image-gpu run-image image-check image-check-gpu container-tools loadtest bench k8s-tools kserve-layout predict cli-bench native
 
 VENV      := .venv
 PY        := $(VENV)/bin/python
@@ -8,6 +8,7 @@ MODEL_DIR ?= build/model
 MODEL_STORE ?= model_store
 MODEL_CONFIG ?= model-config.yaml
 MAR       := $(MODEL_STORE)/classifier.mar
+NATIVE_SO := classifier/_jpegregion.so
 STAGE     ?= build/mar-extra
 TRAIN_ARGS ?=
 # Inference backend packed by `make archive` (see classifier/backends.py and docs/optimization.md).
@@ -40,7 +41,7 @@ help:
 	@echo "make cli-bench make predict vs the server with 4 clients on 500 images; writes docs/cli.md"
 
 # ---------------------------------------------------------------- setup
-install: $(STAMP) $(STUBS) $(CHECKOV)
+install: $(STAMP) $(STUBS) $(CHECKOV) $(NATIVE_SO)
 
 $(STAMP): requirements.lock
 	@command -v java >/dev/null 2>&1 || { echo "error: TorchServe needs Java 11 or later, and no 'java' is on PATH. Install a JDK/JRE (e.g. apt-get install openjdk-17-jre-headless)." >&2; exit 1; }
@@ -61,6 +62,16 @@ lock: | $(STAMP)
 lock-check: | $(STAMP)
 	@tmp=$$(mktemp) && cp requirements.lock $$tmp && $(PIP_COMPILE) --output-file $$tmp requirements.txt \
 	  && diff -u requirements.lock $$tmp && echo "requirements.lock is up to date"
+
+# JPEG region decoder (classifier/jpeg_region.py): a small C library on Debian's libjpeg62-turbo that decodes only
+# the pixels a crop needs. Installs its build deps with apt when root; if it still cannot be built, the server
+# decodes every JPEG in full with Pillow (logged once), so this never fails the install.
+native: $(NATIVE_SO)
+$(NATIVE_SO): classifier/native/jpegregion.c
+	@test -f /usr/include/jpeglib.h && command -v $(CC) >/dev/null 2>&1 || { test "$$(id -u)" = 0 && command -v apt-get >/dev/null 2>&1 \
+	  && apt-get update -qq && apt-get install -y --no-install-recommends gcc libc6-dev libjpeg62-turbo-dev; } || true
+	$(CC) -O2 -Wall -shared -fPIC -o $@ $< -ljpeg \
+	  || echo "warning: $@ not built (needs gcc and libjpeg62-turbo-dev); JPEGs will be decoded in full" >&2
 
 # gRPC client stubs, generated from our .proto (never edited, never committed). The -I mapping
 # makes protoc write them as the package serving._generated, so their imports resolve.
@@ -95,10 +106,11 @@ $(MODEL_DIR)/model.onnx $(MODEL_DIR)/model.int8.onnx &: $(MODEL_DIR)/model.pt2 |
 # folders inside the archive: the .mar is self-contained (tests/integration/test_archive.py).
 # The archive always carries model.pt2, so any backend can fall back to eager (CUDA, a missing runtime).
 # FORCE: the backend is a make variable, so rebuild whenever archive is asked for.
-$(MAR): $(MODEL_DIR)/model.pt2 $(MODEL_DIR)/index_to_name.json $(ONNX_FILES) handlers/*.py classifier/*.py $(MODEL_CONFIG) FORCE | $(STAMP)
+$(MAR): $(MODEL_DIR)/model.pt2 $(MODEL_DIR)/index_to_name.json $(ONNX_FILES) handlers/*.py classifier/*.py $(MODEL_CONFIG) FORCE | $(STAMP) $(NATIVE_SO)
 	rm -rf $(STAGE) && mkdir -p $(STAGE)/handlers $(STAGE)/classifier $(MODEL_STORE)
 	cp handlers/*.py $(STAGE)/handlers/
 	cp classifier/*.py $(STAGE)/classifier/
+	if test -f $(NATIVE_SO); then cp $(NATIVE_SO) $(STAGE)/classifier/; else echo "note: archive without $(NATIVE_SO)" >&2; fi
 	$(if $(ONNX_FILES),cp $(ONNX_FILES) $(STAGE)/)
 	sed 's/^  backend: .*/  backend: $(BACKEND)/' $(MODEL_CONFIG) > $(STAGE)/../model-config.$(BACKEND).yaml
 	@# The archiver copies everything to $$TMPDIR/classifier first: a private TMPDIR keeps concurrent archives apart.
@@ -170,7 +182,7 @@ format: $(STAMP)
 COVERAGE_CORE  ?= 90
 COVERAGE_TOTAL ?= 80
 COVERAGE_PACKAGES := classifier handlers training serving loadtests
-test: lint $(STAMP) $(STUBS) $(CHECKOV)
+test: lint $(STAMP) $(STUBS) $(CHECKOV) $(NATIVE_SO)
 	rm -f .coverage .coverage.*
 	$(PY) -m pytest --cov --cov-report= --cov-fail-under=$(COVERAGE_TOTAL)
 	@$(MAKE) --no-print-directory coverage-report
@@ -183,7 +195,7 @@ coverage-report: | $(STAMP)
 	@$(PY) -m coverage report --include='classifier/*' --fail-under=$(COVERAGE_CORE) --format=total >/dev/null \
 	  || { echo "error: the core package classifier/ is under $(COVERAGE_CORE)% covered" >&2; exit 1; }
 
-test-fast: $(STAMP) $(STUBS)
+test-fast: $(STAMP) $(STUBS) $(NATIVE_SO)
 	$(PY) -m pytest -m "not slow and not server"
 
 # 5 minutes of bounded loopback load against a private server; writes docs/soak.md.

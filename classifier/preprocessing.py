@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import random
 import warnings
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Literal
 
@@ -23,8 +25,12 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from classifier import jpeg_region
+
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
+
+logger = logging.getLogger(__name__)
 
 CropMode = Literal["random", "center"]
 
@@ -75,6 +81,44 @@ class CropBox:
 # --------------------------------------------------------------------------- decode
 
 
+def open_image(data: bytes | bytearray, max_pixels: int = PreprocessConfig.max_image_pixels) -> Image.Image:
+    """Identify the image and read its header, without decoding a pixel.
+
+    The size limit is enforced here, so a decompression bomb is refused before any pixel is decoded.
+
+    Raises:
+        ImageDecodeError: for an empty body, an unidentifiable one, or an image over ``max_pixels``.
+    """
+    if not data:
+        raise ImageDecodeError("empty body: send the image bytes as the request body")
+    with _decode_errors():
+        with warnings.catch_warnings():
+            # Pillow only warns between its limit and twice its limit; treat both as bombs.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+        width, height = img.size
+        if width * height > max_pixels:
+            raise ImageDecodeError(f"image is {width}x{height} = {width * height} pixels, over the limit of {max_pixels}")
+    if width < 1 or height < 1:
+        raise ImageDecodeError(f"image has no pixels ({width}x{height})")
+    return img
+
+
+@contextlib.contextmanager
+def _decode_errors() -> Iterator[None]:
+    """Turn Pillow's exceptions into an :class:`ImageDecodeError` whose message names the problem."""
+    try:
+        yield
+    except ImageDecodeError:
+        raise
+    except UnidentifiedImageError:
+        raise ImageDecodeError("body is not an image that Pillow can identify (expected PNG, JPEG, WebP, GIF, ...)") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageDecodeError(f"image refused as a decompression bomb: {exc}") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise ImageDecodeError(f"image could not be decoded ({type(exc).__name__}: {exc}); is the file truncated?") from None
+
+
 def decode_image(
     data: bytes | bytearray,
     max_pixels: int = PreprocessConfig.max_image_pixels,
@@ -90,27 +134,10 @@ def decode_image(
         ImageDecodeError: with a message naming the problem, for anything that is
             not a complete image of a sane size.
     """
-    if not data:
-        raise ImageDecodeError("empty body: send the image bytes as the request body")
-    try:
-        with warnings.catch_warnings():
-            # Pillow only warns between its limit and twice its limit; treat both as bombs.
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
-            width, height = img.size
-            if width * height > max_pixels:
-                raise ImageDecodeError(f"image is {width}x{height} = {width * height} pixels, over the limit of {max_pixels}")
-            img.load()  # decode now, so truncated files fail here rather than later
-    except ImageDecodeError:
-        raise
-    except UnidentifiedImageError:
-        raise ImageDecodeError("body is not an image that Pillow can identify (expected PNG, JPEG, WebP, GIF, ...)") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageDecodeError(f"image refused as a decompression bomb: {exc}") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise ImageDecodeError(f"image could not be decoded ({type(exc).__name__}: {exc}); is the file truncated?") from None
-    if width < 1 or height < 1:
-        raise ImageDecodeError(f"image has no pixels ({width}x{height})")
+    img = open_image(data, max_pixels)
+    with _decode_errors(), warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        img.load()  # decode now, so truncated files fail here rather than later
     with contextlib.suppress(Exception):  # a corrupt EXIF block should not cost the user the prediction
         img = ImageOps.exif_transpose(img)
     return to_rgb(img, background)
@@ -185,6 +212,41 @@ def _source_taps(start: int, length: int, in_size: int, out_size: int) -> tuple[
     return lo, hi, (src - lo).clamp(0.0, 1.0).float()
 
 
+def source_window(box: CropBox, zoom: float, width: int, height: int) -> tuple[int, int, int, int]:
+    """The source pixels ``(left, top, right, bottom)`` that the bilinear zoom reads for ``box``.
+
+    ``width`` x ``height`` is the (upright) source size. For a 100x100 crop at 1.5x this is about 68x68.
+    """
+    zw, zh = zoomed_size(width, height, zoom)
+    y0, y1, _ = _source_taps(box.top, box.height, height, zh)
+    x0, x1, _ = _source_taps(box.left, box.width, width, zw)
+    return int(x0.min()), int(y0.min()), int(x1.max()) + 1, int(y1.max()) + 1
+
+
+def zoom_crop_window(
+    window: torch.Tensor, origin: tuple[int, int], size: tuple[int, int], box: CropBox, zoom: float
+) -> torch.Tensor:
+    """Zoom and crop from just the source pixels the box needs.
+
+    Args:
+        window: ``(3, h, w)`` uint8 pixels of the source, at least :func:`source_window` of ``box``.
+        origin: ``(left, top)`` of ``window`` in the source.
+        size: ``(width, height)`` of the whole source image.
+
+    Returns:
+        float ``(3, box.height, box.width)`` in [0, 1], equal to :func:`zoom_crop` of the whole image.
+    """
+    width, height = size
+    zw, zh = zoomed_size(width, height, zoom)
+    y0, y1, wy = _source_taps(box.top, box.height, height, zh)
+    x0, x1, wx = _source_taps(box.left, box.width, width, zw)
+    left, top = origin
+    window = window.float().div_(255.0)
+    y0, y1, x0, x1 = y0 - top, y1 - top, x0 - left, x1 - left
+    rows = window[:, y0, :] * (1 - wy).view(1, -1, 1) + window[:, y1, :] * wy.view(1, -1, 1)
+    return rows[:, :, x0] * (1 - wx) + rows[:, :, x1] * wx
+
+
 def zoom_crop(img: Image.Image, box: CropBox, zoom: float) -> torch.Tensor:
     """Zoom an RGB image and cut out ``box``, touching only the source pixels the box needs.
 
@@ -192,16 +254,10 @@ def zoom_crop(img: Image.Image, box: CropBox, zoom: float) -> torch.Tensor:
     photo would otherwise be resampled in full to 6000x4500 to keep 100x100 of it.
     Equal to :func:`zoom_crop_naive` within float32 rounding (tests use 1e-6).
     """
-    zw, zh = zoomed_size(img.width, img.height, zoom)
-    y0, y1, wy = _source_taps(box.top, box.height, img.height, zh)
-    x0, x1, wx = _source_taps(box.left, box.width, img.width, zw)
+    left, top, right, bottom = source_window(box, zoom, img.width, img.height)
     # Cut the source window out in Pillow so only it is copied and converted to float.
-    top, bottom = int(y0.min()), int(y1.max()) + 1
-    left, right = int(x0.min()), int(x1.max()) + 1
-    window = pil_to_tensor(img.crop((left, top, right, bottom))).float().div_(255.0)
-    y0, y1, x0, x1 = y0 - top, y1 - top, x0 - left, x1 - left
-    rows = window[:, y0, :] * (1 - wy).view(1, -1, 1) + window[:, y1, :] * wy.view(1, -1, 1)
-    return rows[:, :, x0] * (1 - wx) + rows[:, :, x1] * wx
+    window = pil_to_tensor(img.crop((left, top, right, bottom)))
+    return zoom_crop_window(window, (left, top), img.size, box, zoom)
 
 
 def zoom_crop_naive(img: Image.Image, box: CropBox, zoom: float) -> torch.Tensor:
@@ -254,9 +310,132 @@ def zoom_crop_pad(
 
 
 def preprocess_bytes(
-    data: bytes | bytearray, config: PreprocessConfig, mode: CropMode = "random", seed: int | None = None
+    data: bytes | bytearray,
+    config: PreprocessConfig,
+    mode: CropMode = "random",
+    seed: int | None = None,
+    region_decode: bool = True,
 ) -> tuple[torch.Tensor, CropBox]:
-    """Decode and preprocess one request body. ``seed`` makes a random crop reproducible."""
-    img = decode_image(data, config.max_image_pixels, config.background)
+    """Decode and preprocess one request body. ``seed`` makes a random crop reproducible.
+
+    With ``region_decode`` a JPEG is decoded only where the crop needs it (:mod:`classifier.jpeg_region`);
+    the tensor and the box are the same as with a full decode, which every other format gets.
+    """
     rng = random.Random(seed) if seed is not None else None
+    if region_decode:
+        img = open_image(data, config.max_image_pixels)
+        if _region_decodable(img, data):
+            return _preprocess_jpeg_region(img, data, config, mode, rng)
+    img = decode_image(data, config.max_image_pixels, config.background)
     return zoom_crop_pad(img, config, mode, rng)
+
+
+# --------------------------------------------------------------------------- JPEG region decoding
+
+# The transpose that ImageOps.exif_transpose applies for each EXIF orientation.
+_ORIENTATION_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+_EXIF_ORIENTATION = 0x0112
+_SWAPS_AXES = (Image.Transpose.TRANSPOSE, Image.Transpose.ROTATE_270, Image.Transpose.TRANSVERSE, Image.Transpose.ROTATE_90)
+
+
+def _region_decodable(img: Image.Image, data: bytes | bytearray) -> bool:
+    """Whether the region decoder gives exactly what decode_image would: a JPEG (or the first frame of an MPO,
+    which is one) in a colour space libjpeg converts as Pillow does, and complete. Pillow refuses a truncated
+    JPEG even when the cut is below the crop; a file ending in its EOI marker cannot be cut inside the scan."""
+    return (
+        img.format in ("JPEG", "MPO")
+        and img.mode in ("RGB", "L")
+        and bytes(data[-2:]) == b"\xff\xd9"
+        and jpeg_region.unavailable_reason() is None
+    )
+
+
+def exif_transpose_method(img: Image.Image) -> Image.Transpose | None:
+    """The transpose :func:`decode_image` applies for the image's EXIF orientation, read from the header alone.
+
+    Mirrors ``ImageOps.exif_transpose`` including the suppressed failures: where rewriting the EXIF block would
+    fail there, decode_image keeps the image as stored, and so does this.
+    """
+    try:
+        exif = img.getexif()
+        method = _ORIENTATION_TRANSPOSE.get(exif.get(_EXIF_ORIENTATION, 1))
+        if method is not None:
+            del exif[_EXIF_ORIENTATION]
+            exif.tobytes()
+        return method
+    except Exception:
+        return None
+
+
+def upright_size(width: int, height: int, method: Image.Transpose | None) -> tuple[int, int]:
+    """Size after the EXIF transpose of a ``width`` x ``height`` stored image."""
+    return (height, width) if method in _SWAPS_AXES else (width, height)
+
+
+def stored_window(
+    window: tuple[int, int, int, int], method: Image.Transpose | None, width: int, height: int
+) -> tuple[int, int, int, int]:
+    """Map ``(left, top, right, bottom)`` in upright coordinates to the stored image (``width`` x ``height``)."""
+    left, top, right, bottom = window
+    corners = [_stored_pixel(u, v, method, width, height) for u, v in ((left, top), (right - 1, bottom - 1))]
+    xs, ys = [c[0] for c in corners], [c[1] for c in corners]
+    return min(xs), min(ys), max(xs) + 1, max(ys) + 1
+
+
+def _stored_pixel(u: int, v: int, method: Image.Transpose | None, width: int, height: int) -> tuple[int, int]:
+    """The stored pixel that lands at upright ``(u, v)`` after ``method``."""
+    if method is None:
+        return u, v
+    return {
+        Image.Transpose.FLIP_LEFT_RIGHT: (width - 1 - u, v),
+        Image.Transpose.ROTATE_180: (width - 1 - u, height - 1 - v),
+        Image.Transpose.FLIP_TOP_BOTTOM: (u, height - 1 - v),
+        Image.Transpose.TRANSPOSE: (v, u),
+        Image.Transpose.ROTATE_270: (v, height - 1 - u),
+        Image.Transpose.TRANSVERSE: (width - 1 - v, height - 1 - u),
+        Image.Transpose.ROTATE_90: (width - 1 - v, u),
+    }[method]
+
+
+def _preprocess_jpeg_region(
+    img: Image.Image, data: bytes | bytearray, config: PreprocessConfig, mode: CropMode, rng: random.Random | None
+) -> tuple[torch.Tensor, CropBox]:
+    """preprocess_bytes for a JPEG, decoding only the crop's source window (plus libjpeg's margins)."""
+    method = exif_transpose_method(img)
+    width, height = upright_size(img.width, img.height, method)
+    box = choose_crop(*zoomed_size(width, height, config.zoom), config.crop_size, mode, rng)
+    window = source_window(box, config.zoom, width, height)
+    try:
+        pixels = decode_upright_window(img, data, window, method)
+    except jpeg_region.JpegRegionError as exc:
+        # libjpeg refused the rows the crop needs; Pillow decides (and names the problem) as it always did.
+        logger.debug("region decode failed (%s); decoding in full with Pillow", exc)
+        pixels = None
+    if pixels is None:
+        pixels = np.asarray(decode_image(data, config.max_image_pixels, config.background).crop(window))
+    tensor = torch.from_numpy(np.array(pixels, dtype=np.uint8)).permute(2, 0, 1)
+    crop = zoom_crop_window(tensor, window[:2], (width, height), box, config.zoom)
+    return normalize_and_pad(crop, config.input_size, config.mean, config.std), box
+
+
+def decode_upright_window(
+    img: Image.Image, data: bytes | bytearray, window: tuple[int, int, int, int], method: Image.Transpose | None
+) -> np.ndarray | None:
+    """Pixels ``(left, top, right, bottom)`` of the upright JPEG as ``(h, w, 3)`` uint8, decoding only around them.
+
+    Equal to ``np.asarray(decode_image(data).crop(window))``. None where the region decoder cannot serve this
+    image (see :func:`classifier.jpeg_region.decode_region`).
+    """
+    left, top, right, bottom = stored_window(window, method, img.width, img.height)
+    pixels = jpeg_region.decode_region(data, left, top, right - left, bottom - top)
+    if pixels is None or method is None:
+        return pixels
+    return np.asarray(Image.fromarray(pixels).transpose(method))

@@ -28,6 +28,8 @@ class HandlerSettings:
     # reason; above that limit TorchServe can only reset the connection.
     max_body_bytes: int = 10 * 2**20
     topk: int = 2
+    # Decode only the JPEG pixels the crop needs (classifier/jpeg_region.py); same answers either way.
+    region_decode: bool = True
 
     @classmethod
     def from_model_config(cls, model_yaml: Mapping[str, Any] | None, cpu_count: int) -> HandlerSettings:

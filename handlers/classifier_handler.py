@@ -28,6 +28,7 @@ import torch
 from ts.torch_handler.base_handler import BaseHandler
 from ts.utils.util import PredictionException
 
+from classifier import jpeg_region
 from classifier.backends import cpu_reason, load_backend, select_device
 from classifier.pipeline import crop_info, read_labels, read_preprocess_config, resolve_seed, response_body
 from classifier.postprocessing import embedding_stats, error_body, error_dict, top_k_predictions
@@ -60,12 +61,14 @@ class ClassifierHandler(BaseHandler):
         # One warm-up pass so the first client does not pay for lazy initialisation.
         size = self.preprocess_config.input_size
         self.backend(torch.zeros(1, 3, size, size))
+        region = "off" if not self.settings.region_decode else "on" if jpeg_region.unavailable_reason() is None else "unavailable"
         logger.info(
-            "classifier ready: backend=%s device=%s threads=%d crop_mode=%s",
+            "classifier ready: backend=%s device=%s threads=%d crop_mode=%s jpeg_region_decode=%s",
             self.backend.name,
             self.device,
             self.settings.threads,
             self.settings.crop_mode,
+            region,
         )
         self.initialized = True
 
@@ -89,7 +92,7 @@ class ClassifierHandler(BaseHandler):
             image = extract_image(request, self.settings.max_body_bytes)
             mode = self.settings.crop_mode
             seed = resolve_seed(mode, parse_seed(find_seed(request, headers)))
-            tensor, box = preprocess_bytes(image, self.preprocess_config, mode, seed)
+            tensor, box = preprocess_bytes(image, self.preprocess_config, mode, seed, self.settings.region_decode)
         except RequestError as exc:
             return exc
         except ImageDecodeError as exc:

@@ -10,6 +10,9 @@
 3. Stock: TorchServe's own image_classifier handler serving the same ResNet50 weights with TorchServe's
    default config (loadtests/stock/config.properties: workers = one per core, no batching), same images,
    same locust client.
+4. Phone photos: both servers again on 12 MP JPEGs (``--photo-dir``, made by ``loadtests.images --kind photos``)
+   at ``--photo-concurrency``; ``--workload NAME=DIR`` adds more such image sets, ``--only-photos`` skips 1 and
+   the mixed levels, and ``--baseline-mar`` serves an older archive beside ours (same config) for a before/after.
 
 Writes ``benchmarks.md``, ``benchmarks.json`` (raw numbers, for comparing runs) and ``benchmarks.png`` into
 ``--out-dir`` (default docs/). Every server it starts is stopped on exit, failure and SIGTERM included.
@@ -42,6 +45,7 @@ LOCUSTFILE = REPO / "loadtests" / "locustfile.py"
 STOCK_DIR = REPO / "loadtests" / "stock"
 STOCK_TOPK = 5  # what TorchServe's ImageClassifier asks torch.topk for
 SERVERS = ("ours", "stock")
+MIXED = "mixed"  # the workload of --image-dir, measured at --concurrency; the headline is about it
 # At the end of a level, requests in flight finish (and count) instead of being dropped: dropping them would
 # hide exactly the slowest answers from p99. Users start no new request during this time.
 STOP_TIMEOUT_S = 60
@@ -95,8 +99,14 @@ def find(records: list[dict], **match) -> dict | None:
     return next((r for r in records if all(r.get(k) == v for k, v in match.items())), None)
 
 
+def workload_rows(served: list[dict], workload: str = MIXED) -> list[dict]:
+    """The served rows of one workload (rows without a workload are from the mixed images)."""
+    return [r for r in served if r.get("workload", MIXED) == workload]
+
+
 def headline(raw: list[dict], served: list[dict], served_backend: str) -> list[dict]:
     """Per concurrency: ours / stock throughput, stock p99 / ours p99, and ours served / raw model throughput."""
+    served = workload_rows(served)
     best, bs1 = best_batch(raw, served_backend), find(raw, backend=served_backend, batch_size=1)
     rows = []
     for c in sorted({r["concurrency"] for r in served}):
@@ -120,7 +130,7 @@ def _f(value: float | None, fmt: str = ".1f", suffix: str = "") -> str:
 def render_markdown(report: dict) -> str:
     """docs/benchmarks.md from the report dict that is also written as JSON."""
     s, m = report["settings"], report["machine"]
-    raw, served = report["raw"], report["served"]
+    raw, served = report["raw"], workload_rows(report["served"])
     batch_sizes = sorted({r["batch_size"] for r in raw})
     lines = [
         "# Benchmarks: raw model, our endpoint, stock TorchServe",
@@ -178,6 +188,7 @@ def render_markdown(report: dict) -> str:
             f"served / raw model = {_f(h['served_over_raw_bs1'], '.0%')} of bs 1, "
             f"{_f(h['served_over_raw_best'], '.0%')} of the best batch size."
         )
+    lines += workload_section(report)
     lines += [
         "",
         "![throughput and p99 latency against concurrency](benchmarks.png)",
@@ -185,6 +196,42 @@ def render_markdown(report: dict) -> str:
         "Raw numbers: [benchmarks.json](benchmarks.json). Methodology and commands: README, *Load tests and benchmarks*.",
     ]
     return "\n".join(lines) + "\n"
+
+
+def workload_section(report: dict) -> list[str]:
+    """The table of the other workloads (phone photos first), with ours / stock and ours / baseline ratios."""
+    others = [r for r in report["served"] if r.get("workload", MIXED) != MIXED]
+    if not others:
+        return []
+    dirs = report["settings"].get("workloads", {})
+    lines = [
+        "",
+        "## Phone photos and other workloads",
+        "",
+        "Same servers and client, other image sets: "
+        + "; ".join(f"**{name}** = `{path}`" for name, path in dirs.items())
+        + ". The photos are 12 MP JPEGs at quality 90 (4-6 MB, some with an EXIF rotation), made by "
+        "`python -m loadtests.images DIR --kind photos`."
+        + (
+            " **baseline** is `" + report["settings"]["baseline_mar"] + "` with our config."
+            if report["settings"].get("baseline_mar")
+            else ""
+        ),
+        "",
+        "| workload | concurrency | server | req/s | p50 / p95 / p99 (ms) | failed | vs stock | vs baseline |",
+        "|---|---:|---|---:|---|---:|---:|---:|",
+    ]
+    for row in sorted(others, key=lambda r: (r["workload"] != "photos", r["workload"], r["concurrency"], r["server"])):
+        same = {"workload": row["workload"], "concurrency": row["concurrency"]}
+        stock, base = find(others, server="stock", **same) or {}, find(others, server="baseline", **same) or {}
+        pct = " / ".join(_f(row.get(p), ".0f") for p in ("p50_ms", "p95_ms", "p99_ms"))
+        vs_stock = _f(ratio(row.get("rps"), stock.get("rps")), ".2f", "×") if row["server"] != "stock" else ""
+        vs_base = _f(ratio(row.get("rps"), base.get("rps")), ".2f", "×") if row["server"] == "ours" else ""
+        lines.append(
+            f"| {row['workload']} | {row['concurrency']} | {row['server']} | {_f(row.get('rps'))} | {pct} "
+            f"| {row.get('failures', 'n/a')} | {vs_stock} | {vs_base} |"
+        )
+    return lines
 
 
 def plot(report: dict, path: Path) -> None:
@@ -195,7 +242,7 @@ def plot(report: dict, path: Path) -> None:
 
     fig, (ax_tp, ax_p99) = plt.subplots(1, 2, figsize=(11, 4.2))
     for server, style in (("ours", "o-"), ("stock", "s--")):
-        rows = sorted((r for r in report["served"] if r["server"] == server), key=lambda r: r["concurrency"])
+        rows = sorted((r for r in workload_rows(report["served"]) if r["server"] == server), key=lambda r: r["concurrency"])
         xs = [r["concurrency"] for r in rows]
         ax_tp.plot(xs, [r["rps"] for r in rows], style, label=server)
         ax_p99.plot(xs, [r["p99_ms"] for r in rows], style, label=server)
@@ -380,21 +427,43 @@ def run_locust(
     return result
 
 
-def measure_server(name: str, ts: TorchServeProcess, model: str, response_format: str, args, work: Path) -> list[dict]:
+def measure_server(
+    name: str, ts: TorchServeProcess, model: str, response_format: str, levels: list[tuple[str, Path, int]], args, work: Path
+) -> list[dict]:
+    """Each ``(workload, image_dir, users)`` level: a discarded warm-up, then ``args.duration`` s measured."""
     rows = []
-    for users in args.concurrency:
+    for workload, image_dir, users in levels:
+        tag = f"{workload}-c{users}"
         if args.warmup > 0:
-            run_locust(
-                ts.inference_url, users, args.warmup, args.image_dir, model, response_format, work / "warmup" / f"c{users}"
-            )
-        result = run_locust(ts.inference_url, users, args.duration, args.image_dir, model, response_format, work / f"c{users}")
-        rows.append({"server": name, "concurrency": users, **result})
+            run_locust(ts.inference_url, users, args.warmup, image_dir, model, response_format, work / "warmup" / tag)
+        result = run_locust(ts.inference_url, users, args.duration, image_dir, model, response_format, work / tag)
+        rows.append({"server": name, "workload": workload, "concurrency": users, **result})
+        label = name if workload == MIXED else f"{name} {workload}"  # delay_sweep.sh greps "ours c=N:"
         print(
-            f"{name} c={users}: {_f(result['rps'])} req/s, p50 {_f(result['p50_ms'], '.0f')} ms, "
+            f"{label} c={users}: {_f(result['rps'])} req/s, p50 {_f(result['p50_ms'], '.0f')} ms, "
             f"p99 {_f(result['p99_ms'], '.0f')} ms, {result['failures']} failed of {result['requests']}",
             flush=True,
         )
     return rows
+
+
+def workload_levels(args) -> list[tuple[str, Path, int]]:
+    """The mixed images at --concurrency (unless --only-photos), then every other workload at --photo-concurrency."""
+    levels = [] if args.only_photos else [(MIXED, args.image_dir, users) for users in args.concurrency]
+    for name, image_dir in extra_workloads(args).items():
+        levels += [(name, Path(image_dir), users) for users in args.photo_concurrency]
+    return levels
+
+
+def extra_workloads(args) -> dict[str, Path]:
+    return {"photos": args.photo_dir, **dict(args.workload)}
+
+
+def workload_arg(text: str) -> tuple[str, Path]:
+    name, sep, path = text.partition("=")
+    if not sep or not name or not path or name == MIXED:
+        raise argparse.ArgumentTypeError(f"expected NAME=DIR with a name other than {MIXED!r}, got {text!r}")
+    return name, Path(path)
 
 
 # ---------------------------------------------------------------- main
@@ -442,6 +511,27 @@ def get_args_parser() -> argparse.ArgumentParser:
         "--work-dir", type=Path, default=REPO / "build" / "bench", help="servers, archives, CSVs (default: build/bench)"
     )
     p.add_argument("--out-dir", type=Path, default=REPO / "docs", help="where benchmarks.md/.json/.png go (default: docs)")
+    p.add_argument(
+        "--photo-dir",
+        type=Path,
+        default=REPO / "build" / "loadtest_photos",
+        help="12 MP photo-like JPEGs; generated when missing (default: build/loadtest_photos)",
+    )
+    p.add_argument("--photo-concurrency", type=int_list, default=[1, 16], help="users per level for the photos (default: 1,16)")
+    p.add_argument(
+        "--workload",
+        type=workload_arg,
+        action="append",
+        default=[],
+        help="NAME=DIR: another image set, measured like the photos (repeatable)",
+    )
+    p.add_argument("--only-photos", action="store_true", help="skip the raw model and the mixed images")
+    p.add_argument(
+        "--baseline-mar",
+        type=Path,
+        default=None,
+        help="also serve this archive (e.g. built from an older commit) with our config, as 'baseline'",
+    )
     p.add_argument("--skip", choices=SERVERS, action="append", default=[], help="leave out a server (repeatable)")
     return p
 
@@ -460,12 +550,20 @@ def main(args: argparse.Namespace) -> dict:
 
         print(f"writing load-test images to {args.image_dir}", flush=True)
         write_images(args.image_dir)
+    if args.photo_concurrency and not any(args.photo_dir.glob("*.jpg")):
+        from loadtests.images import write_photos
+
+        print(f"writing photo-like JPEGs to {args.photo_dir}", flush=True)
+        write_photos(args.photo_dir)
     images = sum(1 for p in args.image_dir.rglob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
     served_backend = archive_backend(args.mar)
     input_size = json.loads((args.model_dir / "metadata.json").read_text()).get("input_size", 224)
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     started = dt.datetime.now().astimezone()
 
+    if args.only_photos:
+        backends = []
+    levels = workload_levels(args)
     raw = [
         row
         for kind in backends
@@ -476,7 +574,12 @@ def main(args: argparse.Namespace) -> dict:
     if "ours" not in args.skip:
         overrides = loopback_overrides(args.mar.parent, f"classifier={args.mar.name}")
         with TorchServeProcess(REPO / "config.properties", args.work_dir / "ours", overrides, model="classifier") as ts:
-            served += measure_server("ours", ts, "classifier", "ours", args, args.work_dir / "ours" / "locust")
+            served += measure_server("ours", ts, "classifier", "ours", levels, args, args.work_dir / "ours" / "locust")
+    if args.baseline_mar is not None:
+        overrides = loopback_overrides(args.baseline_mar.parent, f"classifier={args.baseline_mar.name}")
+        work = args.work_dir / "baseline"
+        with TorchServeProcess(REPO / "config.properties", work, overrides, model="classifier") as ts:
+            served += measure_server("baseline", ts, "classifier", "ours", levels, args, work / "locust")
     if "stock" not in args.skip:
         mar, handler = build_stock_archive(args.model_dir, args.work_dir / "stock")
         overrides = loopback_overrides(mar.parent, "stock=stock.mar")
@@ -484,7 +587,7 @@ def main(args: argparse.Namespace) -> dict:
             STOCK_DIR / "config.properties", args.work_dir / "stock" / "server", overrides, model="stock"
         )
         with stock_server as ts:
-            served += measure_server("stock", ts, "stock", "stock", args, args.work_dir / "stock" / "locust")
+            served += measure_server("stock", ts, "stock", "stock", levels, args, args.work_dir / "stock" / "locust")
 
     report = {
         "date": started.strftime("%Y-%m-%d %H:%M %Z"),
@@ -503,6 +606,9 @@ def main(args: argparse.Namespace) -> dict:
             "input_size": input_size,
             "images": images,
             "stock_handler": Path(handler).name if handler != "image_classifier" else handler,
+            "workloads": {name: str(path) for name, path in extra_workloads(args).items()},
+            "photo_concurrency": args.photo_concurrency,
+            "baseline_mar": str(args.baseline_mar) if args.baseline_mar else None,
         },
         "raw": raw,
         "served": served,

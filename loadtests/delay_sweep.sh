@@ -19,7 +19,7 @@ for r in $(seq "$rounds"); do
   for d in $delays; do
     run="$out/d$d/round$r"
     rm -rf "$run" "$run.log"  # never print a previous sweep's numbers
-    "$PY" -m loadtests.bench --skip stock --backends "" --concurrency 1,4,16 --duration 20 --warmup 4 \
+    "$PY" -m loadtests.bench --skip stock --backends "" --photo-concurrency "" --concurrency 1,4,16 --duration 20 --warmup 4 \
       --mar "$out/d$d/store/classifier.mar" --work-dir "$run/work" --out-dir "$run" > "$run.log" 2>&1 \
       || echo "delay ${d} ms round $r: the bench exited non-zero, see $run.log"
     # loadtests.bench already prints one summary line per level ("ours c=N: ... req/s, p50 ..."); label and show them

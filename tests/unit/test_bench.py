@@ -182,3 +182,33 @@ def test_broken_levels_are_the_failed_or_empty_ones():
     assert broken_levels([failed]) == ["stock c=16: 2 failed of 40"]
     assert broken_levels([{"server": "ours", "concurrency": 4, "requests": 0, "failures": 0}]) == ["ours c=4: 0 failed of 0"]
     assert broken_levels([{"server": "ours", "concurrency": 1, "requests": 9, "failures": 0}]) == []
+
+
+def test_photo_rows_get_their_own_table_and_stay_out_of_the_headline():
+    from loadtests.bench import workload_section
+
+    photos = [
+        {"server": s, "workload": "photos", "concurrency": 16, "requests": 100, "failures": 0, "rps": rps}
+        | {"p50_ms": 900.0, "p95_ms": 1000.0, "p99_ms": 1100.0}
+        for s, rps in (("ours", 60.0), ("stock", 10.0), ("baseline", 15.0))
+    ]
+    r = report()
+    r["served"] = SERVED + photos
+    r["settings"]["workloads"] = {"photos": "build/loadtest_photos"}
+    assert headline(RAW, r["served"], "eager") == headline(RAW, SERVED, "eager")
+    md = render_markdown(r)
+    assert "## Phone photos and other workloads" in md
+    assert "| photos | 16 | ours | 60.0 | 900 / 1000 / 1100 | 0 | 6.00× | 4.00× |" in md
+    assert workload_section(report()) == []
+
+
+def test_workload_levels_and_arguments():
+    from loadtests.bench import get_args_parser, workload_levels
+
+    args = get_args_parser().parse_args(["--concurrency", "1,4", "--workload", "small=build/x", "--photo-concurrency", "1"])
+    names = [(w, c) for w, _, c in workload_levels(args)]
+    assert names == [("mixed", 1), ("mixed", 4), ("photos", 1), ("small", 1)]
+    only = get_args_parser().parse_args(["--only-photos"])
+    assert [(w, c) for w, _, c in workload_levels(only)] == [("photos", 1), ("photos", 16)]
+    with pytest.raises(SystemExit):
+        get_args_parser().parse_args(["--workload", "nodir"])
