@@ -1,5 +1,5 @@
 # Every target the README names. Each depends on `install`, so a fresh clone needs no manual step.
-.PHONY: install lint format stubs train prepare archive serve stop test test-fast soak clean help FORCE image image-gpu run-image loadtest bench
+.PHONY: install lint format stubs train prepare archive serve stop test test-fast soak clean help FORCE image image-gpu run-image loadtest bench cpp cpp-report
 
 VENV      := .venv
 PY        := $(VENV)/bin/python
@@ -27,6 +27,7 @@ help:
 	@echo "make image / make image-gpu / make run-image [GPU=1]   container images (README: Containers)"
 	@echo "make loadtest  locust against the running make serve (HOST=, USERS=, SPAWN_RATE=, RUN_TIME=)"
 	@echo "make bench     raw model vs our endpoint vs stock TorchServe; writes docs/benchmarks.*"
+	@echo "make cpp       build the C++ pipeline (build/cpp/classify); make cpp-report writes docs/cpp-vs-python.*"
 
 # ---------------------------------------------------------------- setup
 install: $(STAMP) $(STUBS)
@@ -115,6 +116,26 @@ loadtest: | $(STAMP) $(IMAGES)
 
 bench: $(MAR) | $(STAMP)
 	$(PY) -m loadtests.bench $(BENCH_ARGS)
+
+# ---------------------------------------------------------------- C++ pipeline
+# The same pipeline in C++ (cpp/): libjpeg-turbo and libpng from Debian, OpenVINO's C++ runtime from the
+# openvino pip wheel. check_deps.sh apt-installs missing compiler/dev packages as root, else names them.
+CPP_BUILD := build/cpp
+CPP_BIN   := $(CPP_BUILD)/classify
+CPP_REPORT_ARGS ?=
+
+cpp: $(CPP_BIN)
+
+$(CPP_BIN): cpp/CMakeLists.txt $(wildcard cpp/src/*) | $(STAMP)
+	@cpp/check_deps.sh
+	cmake -S cpp -B $(CPP_BUILD) -DCMAKE_BUILD_TYPE=Release \
+	  -DOpenVINO_DIR=$$($(PY) -c 'import openvino, os; print(os.path.dirname(openvino.__file__))')/cmake
+	cmake --build $(CPP_BUILD) -j 2
+	@touch $@
+
+# C++ vs Python, stage by stage on the same images and model (MODEL_DIR); writes docs/cpp-vs-python.{md,png}.
+cpp-report: $(CPP_BIN) $(MODEL_DIR)/model.int8.onnx | $(STAMP)
+	flock /tmp/bench.lock $(PY) -m loadtests.cpp_vs_python --model-dir $(MODEL_DIR) --binary $(CPP_BIN) $(CPP_REPORT_ARGS)
 
 # ---------------------------------------------------------------- tests
 # ruff lint and format check (config in pyproject.toml); `make format` rewrites in place.
