@@ -25,7 +25,7 @@
 #include "pipeline.h"
 
 namespace fs = std::filesystem;
-using json = nlohmann::json;
+using json = nlohmann::ordered_json;  // keys in the server's order
 using Clock = std::chrono::steady_clock;
 
 namespace {
