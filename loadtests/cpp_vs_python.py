@@ -521,7 +521,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=42, help="crop seed, both sides; default: 42")
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8], help="default: 1 8")
     parser.add_argument("--per-kind", type=int, default=8, help="different images per kind; default: 8")
-    parser.add_argument("--repeat", type=int, default=4, help="timed passes over the images; default: 4")
+    parser.add_argument("--repeat", type=int, default=3, help="timed passes over the images; default: 3")
     parser.add_argument("--cold-runs", type=int, default=3, help="default: 3")
     parser.add_argument(
         "--image-dir", type=Path, default=Path("build/cpp-report-images"), help="default: build/cpp-report-images"
@@ -555,11 +555,10 @@ def explain(results: dict[str, Any]) -> str:
     c1, p1, q1 = (find_row(rows, small, 1, lang) for lang in ("C++", PYTHON, PYTHON_ONE_THREAD))
     big_c, big_p = find_row(rows, big, 1, "C++"), find_row(rows, big, 1, PYTHON)
     png_c, png_p = find_row(rows, png, 1, "C++"), find_row(rows, png, 1, PYTHON)
-    net = [
-        find_row(rows, k, b, PYTHON)["network"] / find_row(rows, k, b, "C++")["network"]
-        for k in kinds
-        for b in results["batches"]
-    ]
+    configs = [(k, b) for k in kinds for b in results["batches"]]
+    net = [find_row(rows, k, b, PYTHON)["network"] / find_row(rows, k, b, "C++")["network"] for k, b in configs]
+    net_one = [find_row(rows, k, b, PYTHON_ONE_THREAD)["network"] / find_row(rows, k, b, "C++")["network"] for k, b in configs]
+    p8 = find_row(rows, small, max(results["batches"]), PYTHON)
     dists = fp["python_distributions"]
     py_total = sum(dists.values()) + fp["python_stdlib"]
     cpp_total = fp["cpp_binary"] + sum(fp["cpp_wheel_libs"].values()) + sum(fp["cpp_system_libs"].values())
@@ -569,27 +568,31 @@ def explain(results: dict[str, Any]) -> str:
 **The network is the same native code on both sides.** Both processes load the same `libopenvino_intel_cpu_plugin.so`
 from the same pip wheel, compile the same `model.int8.onnx` with the same properties and feed it the same tensor
 (bit for bit: the parity tests find a maximum difference of 0). Python adds one pybind11 call, a numpy view and a
-copy of the outputs, tens of microseconds. Across the configurations above, the Python/C++ ratio of the network stage
-ranges from {min(net):.2f}x to {max(net):.2f}x: that spread is the machine's load, not the language. On a quiet
-machine this column should read 1.0x, and it is most of the time per image for small images.
+copy of the outputs, tens of microseconds. With torch on one thread, the Python/C++ ratio of the network stage is
+{min(net_one):.2f}x to {max(net_one):.2f}x over the configurations above, which is this busy machine's noise around 1.
+As the server runs it, with torch on {results["threads"]} threads, it is {min(net):.2f}x to {max(net):.2f}x: the
+language costs nothing, but two thread pools in one process do (next paragraph but one).
 
 **Decoding is the same codec.** Pillow calls libjpeg-turbo {results["versions"]["libjpeg-turbo in Pillow's wheel"]}
 from its wheel, the C++ program calls Debian's libjpeg-turbo 2.1.5; both use the accurate integer IDCT with
-SIMD and fancy upsampling, so the pixels are identical and the time is the codec's. Python's extra cost is fixed
-(Pillow's format sniffing and header parsing in Python, EXIF lookup, the mode checks): {p1["decode"]:.2f} vs
-{c1["decode"]:.2f} ms on the small JPEG, while on the 12 MP JPEG it is {big_p["decode"]:.0f} vs {big_c["decode"]:.0f} ms.
+SIMD and fancy upsampling, so the pixels are identical. Python's extra cost is partly fixed (Pillow's format
+sniffing and header parsing in Python, the mode checks): {p1["decode"]:.2f} vs {c1["decode"]:.2f} ms on the small
+JPEG. On the 12 MP JPEG ({big_p["decode"]:.0f} vs {big_c["decode"]:.0f} ms) there is one avoidable cost on top:
+`ImageOps.exif_transpose` returns a *copy* of the image when there is nothing to rotate, 48 MB for 12 MP
+(`exif_transpose(img, in_place=True)` in `classifier.preprocessing.decode_image` would avoid it).
 PNG goes the other way ({png_p["decode"]:.1f} ms Python vs {png_c["decode"]:.1f} ms C++): Pillow does not use libpng
-but its own C unfiltering over zlib, which is a little faster here than Debian's libpng.
+but its own C unfiltering over zlib, which is faster here than Debian's libpng.
 
-**Preprocessing is where Python pays for the interpreter and torch's dispatch.** The C++ loop touches only the
-100x100 output pixels and their source taps ({c1["preprocess"]:.2f} ms). The Python code runs about fifteen small torch
-operations (tap arithmetic, gathers, the blend, normalisation and the zero canvas), each with microseconds of dispatch,
-plus a Pillow crop of the source window. There is a second, larger effect: with torch using
-{results["threads"]} threads, its OpenMP workers collide with OpenVINO's TBB workers, which keep spinning for a
-moment after each inference; on a 2-core machine the median preprocess of the small JPEG is then
-{p1["preprocess"]:.1f} ms, against {q1["preprocess"]:.2f} ms with `torch.set_num_threads(1)` (row
-"{PYTHON_ONE_THREAD}"). The server's handler sets torch's threads equal to OpenVINO's, so it is exposed to this too;
-running the preprocessing ops on one torch thread (they are far too small to gain from more) would remove it.
+**Preprocessing is where Python pays for the interpreter and torch.** The C++ loop touches only the 100x100 output
+pixels and their source taps ({c1["preprocess"]:.2f} ms). The Python code runs about fifteen small torch operations
+(tap arithmetic, gathers, the blend, normalisation, the zero canvas), each with microseconds of dispatch, plus a
+Pillow crop of the source window: {q1["preprocess"]:.2f} ms with torch on one thread. With torch on
+{results["threads"]} threads, as the server's handler configures it, the median is {p1["preprocess"]:.1f} ms on the
+small JPEG at batch 1 and {p8["preprocess"]:.1f} ms at batch 8. The cause is not Python but two thread pools: torch's
+OpenMP workers and OpenVINO's TBB workers each keep spinning for a while after their work, and on a 2-core machine each
+pool's spinning takes the cores the other one needs. The same collision slows the network stage above. The
+preprocessing ops are far too small to gain from threads, so running them on one torch thread removes the
+collision; the handler could do that whenever the backend is not eager.
 
 **Postprocessing** is softmax and top-2 over the logits and two
 float64 reductions over 2048 numbers: microseconds of arithmetic, so the Python time ({p1["postprocess"]:.2f} ms) is
