@@ -2,6 +2,7 @@
 
     python -m loadtests.cpp_vs_python --model-dir build/model --binary build/cpp/classify   (make cpp-report)
     python -m loadtests.cpp_vs_python predict IMAGE --model-dir build/model --seed 42       (Python's one-shot answer)
+    python -m loadtests.cpp_vs_python render      (rewrite the page from the last run's docs/cpp-vs-python.json)
 
 The Python side is the core package itself (``classifier.preprocessing``, ``postprocessing`` and
 ``backends``), timed around the same four stages the C++ program (``cpp/``) times: decode (bytes
@@ -414,6 +415,22 @@ def render(results: dict[str, Any], plot_name: str) -> str:
         f"{results['repeat']} timed passes after one warm-up pass; the same seed (so the same crop box) on both sides.",
         "- Versions: " + "; ".join(f"{k} {v}" for k, v in results["versions"].items()) + ".",
         "",
+        "## Build and run",
+        "",
+        "```sh",
+        "make cpp                 # CMake build of cpp/ into build/cpp/classify (apt-installs missing -dev packages as root)",
+        "build/cpp/classify --model-dir build/model --seed 42 docs/sample.jpg   # the server's JSON, one line per image",
+        "build/cpp/classify --model-dir build/model --crop center --batch 8 --timings *.jpg",
+        "make cpp-report          # this page",
+        "```",
+        "",
+        "Formats: JPEG (greyscale, YCbCr, RGB, CMYK and YCCK; baseline and progressive) and PNG (every colour type and bit "
+        "depth, palette and tRNS transparency, 16-bit), with the EXIF orientation (JPEG APP1, PNG eXIf) or, failing that, "
+        "the XMP `tiff:Orientation`, as Pillow reads them. Everything else Pillow opens (WebP, GIF, TIFF, BMP, ...) is "
+        "refused with a 400-style JSON error. One known gap: an orientation stored only in an ImageMagick "
+        "`Raw profile type exif` PNG text chunk is applied by Pillow and ignored by the C++ program. `--seed N` reproduces "
+        "the server's random crop (CPython's Mersenne Twister, `random.Random(seed).randint`); `--box L,T,R,B` takes any box.",
+        "",
         "## Do they compute the same thing?",
         "",
         "Largest difference over the timed images (labels: top-2 indices equal for every image):",
@@ -513,7 +530,7 @@ def predict(args: argparse.Namespace) -> None:
 
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("command", nargs="?", default="report", choices=("report", "predict"), help="default: report")
+    parser.add_argument("command", nargs="?", default="report", choices=("report", "predict", "render"), help="default: report")
     parser.add_argument("image", nargs="?", type=Path, help="predict: the image file")
     parser.add_argument("--model-dir", type=Path, default=Path("build/model"), help="default: build/model")
     parser.add_argument("--binary", type=Path, default=Path("build/cpp/classify"), help="default: build/cpp/classify")
@@ -536,9 +553,12 @@ def main(args: argparse.Namespace) -> None:
             raise SystemExit("predict needs an image file")
         predict(args)
         return
-    if not args.binary.exists():
+    if args.command == "render":  # re-render the page from a run's saved numbers, without measuring again
+        results = json.loads(args.output.with_suffix(".json").read_text())
+    elif not args.binary.exists():
         raise SystemExit(f"{args.binary} does not exist; build it with `make cpp`")
-    results = measure(args)
+    else:
+        results = measure(args)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     plot_path = args.output.with_suffix(".png")
     args.output.with_suffix(".json").write_text(json.dumps(results, indent=1) + "\n")
