@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from classifier.preprocessing import (
@@ -223,7 +224,11 @@ def test_answers_match_on_the_tiny_model(batch, cpp_binary, tiny_model_dir, imag
     paths = [image_dir / n for n in names]
     seed = random.Random(batch).getrandbits(63)
     cpp = run_cpp(cpp_binary, paths, tiny_model_dir, seed=seed, batch=batch, threads=2)
-    python = PythonPipeline(tiny_model_dir, threads=2).run([CASES[n] for n in names], batch, seed)
+    threads = torch.get_num_threads()
+    try:
+        python = PythonPipeline(tiny_model_dir, threads=2).run([CASES[n] for n in names], batch, seed)
+    finally:
+        torch.set_num_threads(threads)  # PythonPipeline sets the process-wide value; leave it as other tests expect
     for name, c, p in zip(names, cpp, python, strict=True):
         assert c["crop"] == p["crop"], name
         assert [x["index"] for x in c["predictions"]] == [x["index"] for x in p["predictions"]], name
