@@ -377,13 +377,14 @@ def plot(results: dict[str, Any], path: Path) -> None:
     colours = dict(zip(STAGES, ("#4c72b0", "#dd8452", "#55a868", "#c44e52"), strict=True))
     for ax, batch in zip(axes, batches, strict=False):
         rows = [r for r in results["rows"] if r["batch"] == batch]
-        names = [f"{r['kind'].split(' ')[0]} {r['kind'].split(' ')[1]}\n{r['language']}" for r in rows]
+        short = {"C++": "C++", PYTHON: "Py", PYTHON_ONE_THREAD: "Py 1T"}
+        names = [f"{short[r['language']]}\n{' '.join(r['kind'].split(' ')[:2])}" for r in rows]
         bottom = np.zeros(len(rows))
         for stage in STAGES:
             values = np.array([r[stage] for r in rows])
             ax.bar(range(len(rows)), values, bottom=bottom, color=colours[stage], label=stage)
             bottom += values
-        ax.set_xticks(range(len(rows)), names, fontsize=7)
+        ax.set_xticks(range(len(rows)), names, fontsize=6)
         ax.set_ylabel("ms per image (median per stage)")
         ax.set_title(f"batch {batch}")
         ax.legend(fontsize=8)
@@ -392,7 +393,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
     ax.bar(list(cold), [cold[k]["seconds"] for k in cold], color=["#8172b3", "#937860"])
     ax.set_ylabel("seconds")
     ax.set_title("cold start to first answer")
-    fig.suptitle(f"C++ vs Python, same model and images ({results['threads']} threads)")
+    fig.suptitle(f"C++ vs Python, same model and images ({results['threads']} threads; Py 1T: torch on one thread)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -157,7 +157,15 @@ std::vector<Prediction> top_k_predictions(const float* logits, int classes, cons
     std::vector<int> order(classes);
     std::iota(order.begin(), order.end(), 0);
     k = std::min(k, classes);
-    std::partial_sort(order.begin(), order.begin() + k, order.end(), [&](int a, int b) { return probs[a] > probs[b]; });
+    // torch.topk's CPU order, ties included (exact ties do happen between small probabilities): for k*64 > n it
+    // runs nth_element on (value, index) in index order, then sorts the first k-1 (aten TopKImpl.h).
+    const auto larger = [&](int a, int b) { return probs[a] > probs[b]; };
+    if (static_cast<int64_t>(k) * 64 <= classes) {
+        std::partial_sort(order.begin(), order.begin() + k, order.end(), larger);
+    } else {
+        std::nth_element(order.begin(), order.begin() + k - 1, order.end(), larger);
+        std::sort(order.begin(), order.begin() + k - 1, larger);
+    }
     std::vector<Prediction> out;
     for (int i = 0; i < k; ++i) {
         const int idx = order[i];
