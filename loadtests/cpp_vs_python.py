@@ -378,7 +378,8 @@ def plot(results: dict[str, Any], path: Path) -> None:
     for ax, batch in zip(axes, batches, strict=False):
         rows = [r for r in results["rows"] if r["batch"] == batch]
         short = {"C++": "C++", PYTHON: "Py", PYTHON_ONE_THREAD: "Py 1T"}
-        names = [f"{short[r['language']]}\n{' '.join(r['kind'].split(' ')[:2])}" for r in rows]
+        kind_short = dict(zip(IMAGE_KINDS, ("small", "PNG", "12MP"), strict=True))
+        names = [f"{short[r['language']]}\n{kind_short[r['kind']]}" for r in rows]
         bottom = np.zeros(len(rows))
         for stage in STAGES:
             values = np.array([r[stage] for r in rows])
