@@ -126,7 +126,7 @@ CPP_REPORT_ARGS ?=
 
 cpp: $(CPP_BIN)
 
-$(CPP_BIN): cpp/CMakeLists.txt $(wildcard cpp/src/*) | $(STAMP)
+$(CPP_BIN): cpp/CMakeLists.txt cpp/check_deps.sh $(wildcard cpp/src/*) | $(STAMP)
 	@cpp/check_deps.sh
 	cmake -S cpp -B $(CPP_BUILD) -DCMAKE_BUILD_TYPE=Release \
 	  -DOpenVINO_DIR=$$($(PY) -c 'import openvino, os; print(os.path.dirname(openvino.__file__))')/cmake

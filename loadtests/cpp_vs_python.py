@@ -580,7 +580,9 @@ def explain(results: dict[str, Any]) -> str:
     configs = [(k, b) for k in kinds for b in results["batches"]]
     net = [find_row(rows, k, b, PYTHON)["network"] / find_row(rows, k, b, "C++")["network"] for k, b in configs]
     net_one = [find_row(rows, k, b, PYTHON_ONE_THREAD)["network"] / find_row(rows, k, b, "C++")["network"] for k, b in configs]
-    p8 = find_row(rows, small, max(results["batches"]), PYTHON)
+    worst_one = max(configs, key=lambda kb: net_one[configs.index(kb)])
+    pre = [find_row(rows, k, b, PYTHON)["preprocess"] for k, b in configs]
+    pre_one = [find_row(rows, k, b, PYTHON_ONE_THREAD)["preprocess"] for k, b in configs]
     dists = fp["python_distributions"]
     py_total = sum(dists.values()) + fp["python_stdlib"]
     cpp_total = fp["cpp_binary"] + sum(fp["cpp_wheel_libs"].values()) + sum(fp["cpp_system_libs"].values())
@@ -590,10 +592,13 @@ def explain(results: dict[str, Any]) -> str:
 **The network is the same native code on both sides.** Both processes load the same `libopenvino_intel_cpu_plugin.so`
 from the same pip wheel, compile the same `model.int8.onnx` with the same properties and feed it the same tensor
 (bit for bit: the parity tests find a maximum difference of 0). Python adds one pybind11 call, a numpy view and a
-copy of the outputs, tens of microseconds. With torch on one thread, the Python/C++ ratio of the network stage is
-{min(net_one):.2f}x to {max(net_one):.2f}x over the configurations above, which is this busy machine's noise around 1.
-As the server runs it, with torch on {results["threads"]} threads, it is {min(net):.2f}x to {max(net):.2f}x: the
-language costs nothing, but two thread pools in one process do (next paragraph but one).
+copy of the outputs, tens of microseconds. Yet the measured Python/C++ ratio of the network stage is
+{min(net):.2f}x to {max(net):.2f}x as the server runs it (torch on {results["threads"]} threads), and
+{min(net_one):.2f}x to {max(net_one):.2f}x with torch on one thread (largest at {worst_one[0]}, batch {worst_one[1]}).
+Most of the first gap is two thread pools in one process (see preprocessing below). What remains with torch on one
+thread has not been isolated in this run; the candidates are OpenVINO's TBB workers going to sleep in the longer
+gaps between Python's inferences and paying to wake up, and the other work sharing this machine's two cores. It is
+not arithmetic: the same kernels run on the same tensor.
 
 **Decoding is the same codec.** Pillow calls libjpeg-turbo {results["versions"]["libjpeg-turbo in Pillow's wheel"]}
 from its wheel, the C++ program calls Debian's libjpeg-turbo 2.1.5; both use the accurate integer IDCT with
@@ -602,15 +607,16 @@ sniffing and header parsing in Python, the mode checks): {p1["decode"]:.2f} vs {
 JPEG. On the 12 MP JPEG ({big_p["decode"]:.0f} vs {big_c["decode"]:.0f} ms) there is one avoidable cost on top:
 `ImageOps.exif_transpose` returns a *copy* of the image when there is nothing to rotate, 48 MB for 12 MP
 (`exif_transpose(img, in_place=True)` in `classifier.preprocessing.decode_image` would avoid it).
-PNG goes the other way ({png_p["decode"]:.1f} ms Python vs {png_c["decode"]:.1f} ms C++): Pillow does not use libpng
-but its own C unfiltering over zlib, which is faster here than Debian's libpng.
+For PNG, Pillow does not use libpng but its own C unfiltering over zlib: {png_p["decode"]:.1f} ms in Python
+against {png_c["decode"]:.1f} ms with Debian's libpng.
 
 **Preprocessing is where Python pays for the interpreter and torch.** The C++ loop touches only the 100x100 output
 pixels and their source taps ({c1["preprocess"]:.2f} ms). The Python code runs about fifteen small torch operations
 (tap arithmetic, gathers, the blend, normalisation, the zero canvas), each with microseconds of dispatch, plus a
-Pillow crop of the source window: {q1["preprocess"]:.2f} ms with torch on one thread. With torch on
-{results["threads"]} threads, as the server's handler configures it, the median is {p1["preprocess"]:.1f} ms on the
-small JPEG at batch 1 and {p8["preprocess"]:.1f} ms at batch 8. The cause is not Python but two thread pools: torch's
+Pillow crop of the source window: {min(pre_one):.2f} to {max(pre_one):.2f} ms with torch on one thread. With torch on
+{results["threads"]} threads, as the server's handler configures it, the median ranges from {min(pre):.1f} to
+{max(pre):.1f} ms over the configurations, and the p90 of the end-to-end time suffers with it.
+The cause is not Python but two thread pools: torch's
 OpenMP workers and OpenVINO's TBB workers each keep spinning for a while after their work, and on a 2-core machine each
 pool's spinning takes the cores the other one needs. The same collision slows the network stage above. The
 preprocessing ops are far too small to gain from threads, so running them on one torch thread removes the
@@ -621,8 +627,9 @@ float64 reductions over 2048 numbers: microseconds of arithmetic, so the Python 
 almost all torch and numpy call overhead against {c1["postprocess"]:.3f} ms in C++. It does not matter next to the network.
 
 **End to end**, on small images C++ serves {c1["images_per_s"]:.1f} images/s against Python's {p1["images_per_s"]:.1f}
-({q1["images_per_s"]:.1f} with torch on one thread): the network dominates, and C++ wins by what the preprocessing
-costs Python. On 12 MP photos both spend their time in libjpeg-turbo and the ratio is
+({q1["images_per_s"]:.1f} with torch on one thread): the network is most of the work, so C++ wins by what
+preprocessing, postprocessing and the thread collisions cost Python.
+On 12 MP photos both spend their time in libjpeg-turbo and the ratio is
 {big_c["images_per_s"] / big_p["images_per_s"]:.2f}x.
 
 **Cold start** is where C++ clearly wins: {cold["C++"]["seconds"]:.2f} s against {cold["Python"]["seconds"]:.2f} s
