@@ -1,5 +1,5 @@
 # Every target the README names. Each depends on `install`, so a fresh clone needs no manual step.
-.PHONY: install lock lock-check lint format coverage-report stubs train prepare archive serve stop test test-fast soak clean help FORCE image image-gpu run-image image-check image-check-gpu container-tools loadtest bench k8s-tools kserve-layout predict cli-bench native
+.PHONY: install lock lock-check lint format coverage-report stubs train prepare archive serve stop test test-fast soak clean help FORCE image image-gpu run-image image-check image-check-gpu container-tools loadtest bench k8s-tools kserve-layout predict cli-bench native cpp cpp-report
 
 VENV      := .venv
 PY        := $(VENV)/bin/python
@@ -39,6 +39,7 @@ help:
 	@echo "make k8s-tools       checkov in its own venv (the manifest tests need it; make install does it)"
 	@echo "make predict ARGS='PATH... [--mar FILE] [--seed N] [--format csv]'   classify files offline, no server (docs/cli.md)"
 	@echo "make cli-bench make predict vs the server with 4 clients on 500 images; writes docs/cli.md"
+	@echo "make cpp       build the C++ pipeline (build/cpp/classify); make cpp-report writes docs/cpp-vs-python.*"
 
 # ---------------------------------------------------------------- setup
 install: $(STAMP) $(STUBS) $(CHECKOV) $(NATIVE_SO)
@@ -165,6 +166,26 @@ bench: $(MAR) | $(STAMP)
 CLI_BENCH_ARGS ?=
 cli-bench: $(MAR) | $(STAMP)
 	$(PY) -m loadtests.cli_bench --mar $(MAR) $(CLI_BENCH_ARGS)
+
+# ---------------------------------------------------------------- C++ pipeline
+# The same pipeline in C++ (cpp/): libjpeg-turbo and libpng from Debian, OpenVINO's C++ runtime from the
+# openvino pip wheel. check_deps.sh apt-installs missing compiler/dev packages as root, else names them.
+CPP_BUILD := build/cpp
+CPP_BIN   := $(CPP_BUILD)/classify
+CPP_REPORT_ARGS ?=
+
+cpp: $(CPP_BIN)
+
+$(CPP_BIN): cpp/CMakeLists.txt cpp/check_deps.sh $(wildcard cpp/src/*) | $(STAMP)
+	@cpp/check_deps.sh
+	cmake -S cpp -B $(CPP_BUILD) -DCMAKE_BUILD_TYPE=Release \
+	  -DOpenVINO_DIR=$$($(PY) -c 'import openvino, os; print(os.path.dirname(openvino.__file__))')/cmake
+	cmake --build $(CPP_BUILD) -j 2
+	@touch $@
+
+# C++ vs Python, stage by stage on the same images and model (MODEL_DIR); writes docs/cpp-vs-python.{md,png}.
+cpp-report: $(CPP_BIN) $(MODEL_DIR)/model.int8.onnx | $(STAMP)
+	flock /tmp/bench.lock $(PY) -m loadtests.cpp_vs_python --model-dir $(MODEL_DIR) --binary $(CPP_BIN) $(CPP_REPORT_ARGS)
 
 # ---------------------------------------------------------------- tests
 # ruff lint and format check (config in pyproject.toml); `make format` rewrites in place.
