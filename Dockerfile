@@ -8,7 +8,7 @@
 # ------------------------------------------------------------------ the files both images serve
 FROM scratch AS app
 # The handler travels inside the archive (handlers/ and the classifier/ core are packed into classifier.mar by `make archive`).
-COPY docker/config.properties docker/entrypoint.py /home/model-server/
+COPY docker/config.properties docker/entrypoint.py monitoring/ts-metrics.yaml /home/model-server/
 COPY model_store/classifier.mar /home/model-server/model-store/
 
 # ------------------------------------------------------------------ GPU: CUDA 13.0 (torch 2.14.1's build) + Python 3.11 + JRE 17

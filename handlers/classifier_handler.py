@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import random
+import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -28,6 +29,7 @@ from classifier.postprocessing import embedding_stats, error_body, top_k_predict
 from classifier.preprocessing import CropBox, ImageDecodeError, PreprocessConfig, preprocess_bytes
 from classifier.settings import HandlerSettings
 from handlers.requests import RequestError, extract_image, find_seed, parse_seed
+from handlers.telemetry import ModelTelemetry
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +49,8 @@ class ClassifierHandler(BaseHandler):
         self.labels = {int(k): v for k, v in names.items()}
         self.pool = ThreadPoolExecutor(self.settings.threads, thread_name_prefix="preprocess")
         self.backend = load_backend(self.settings.backend, model_dir, self.device, self.settings.threads)
+        self.telemetry = ModelTelemetry(context.model_name, self.labels, metadata.get("drift_reference"))
+        self.telemetry.worker_started(context.metrics)
         # One warm-up pass so the first client does not pay for lazy initialisation.
         size = self.preprocess_config.input_size
         self.backend(torch.zeros(1, 3, size, size))
@@ -62,11 +66,13 @@ class ClassifierHandler(BaseHandler):
     def preprocess(self, data: list[Mapping[str, Any]]) -> list[tuple[torch.Tensor, dict] | RequestError]:
         headers = [self.context.get_all_request_header(idx) for idx in range(len(data))]
         ids = [self.context.get_request_id(idx) for idx in range(len(data))]
-        if len(data) == 1:
-            return [self._prepare(data[0], headers[0], ids[0])]
-        # Pillow's decoders and torch's ops release the GIL, so a batch decodes on all the worker's
-        # cores instead of one while the others wait for inference (docs/optimization.md).
-        return list(self.pool.map(self._prepare, data, headers, ids))
+        self.batch_started = time.perf_counter()
+        with self.telemetry.timed(self.context.metrics, "preprocess"):
+            if len(data) == 1:
+                return [self._prepare(data[0], headers[0], ids[0])]
+            # Pillow's decoders and torch's ops release the GIL, so a batch decodes on all the worker's
+            # cores instead of one while the others wait for inference (docs/optimization.md).
+            return list(self.pool.map(self._prepare, data, headers, ids))
 
     def _prepare(
         self, request: Mapping[str, Any], headers: Mapping[str, Any], request_id: str | None = None
@@ -79,15 +85,19 @@ class ClassifierHandler(BaseHandler):
                 seed = None  # the centre crop has no randomness to seed
             elif seed is None:
                 seed = random.getrandbits(63)  # reported back, so any answer can be reproduced
-            tensor, box = preprocess_bytes(image, self.preprocess_config, mode, seed)
+            timings: dict[str, float] = {}
+            tensor, box = preprocess_bytes(image, self.preprocess_config, mode, seed, timings)
+            self.telemetry.decoded(self.context.metrics, timings["decode"])
         except RequestError as exc:
             return exc
         except ImageDecodeError as exc:
-            return RequestError(str(exc))
+            return RequestError(str(exc), cause="undecodable_image")
         except Exception:  # a bug of ours, not the client's: a 500 for this item alone, not its whole batch
             logger.exception("preprocessing failed for request %s", request_id)
             return RequestError(
-                f"internal error while processing the image (request id {request_id}); the server log has the details", 500
+                f"internal error while processing the image (request id {request_id}); the server log has the details",
+                500,
+                "internal_error",
             )
         return tensor, crop_info(mode, seed, box)
 
@@ -95,18 +105,26 @@ class ClassifierHandler(BaseHandler):
         tensors = [item[0] for item in items if not isinstance(item, RequestError)]
         if not tensors:
             return items, None, None
-        logits, embedding = self.backend(torch.stack(tensors))
+        with self.telemetry.timed(self.context.metrics, "inference"):
+            logits, embedding = self.backend(torch.stack(tensors))
         return items, logits, embedding
 
     def postprocess(self, outputs) -> list[bytes]:
-        items, logits, embedding = outputs
+        with self.telemetry.timed(self.context.metrics, "postprocess"):
+            responses = self._respond(*outputs)
+        self.telemetry.batch(self.context.metrics, len(responses), time.perf_counter() - self.batch_started)
+        return responses
+
+    def _respond(self, items: list, logits: torch.Tensor | None, embedding: torch.Tensor | None) -> list[bytes]:
         predictions = top_k_predictions(logits, self.labels, self.settings.topk) if logits is not None else []
         stats = embedding_stats(embedding) if embedding is not None else []
+        self.telemetry.answers(self.context.metrics, predictions, stats)
         responses, row = [], 0
         for idx, item in enumerate(items):
             self.context.set_response_content_type(idx, "application/json")
             if isinstance(item, RequestError):
                 self.context.set_response_status(item.code, str(item), idx)
+                self.telemetry.error(self.context.metrics, item.code, item.cause)
                 responses.append(error_body(str(item), item.code))
                 continue
             body = {"predictions": predictions[row], "embedding": stats[row], "crop": item[1]}

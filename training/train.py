@@ -34,6 +34,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from classifier import drift
 from classifier.model import ARCHITECTURES, ResNetWithEmbedding, build_backbone
 from classifier.preprocessing import PreprocessConfig
 from training import report, synthetic
@@ -387,6 +388,20 @@ def is_better(val: dict, best: dict) -> bool:
     return key(val["accuracy"], val["loss"]) > key(best["val_accuracy"], best["val_loss"])
 
 
+@torch.inference_mode()
+def drift_reference(model, dataset: Dataset, num_classes: int, batch_size: int) -> dict:
+    """What a healthy stream looks like to the serving drift monitor (classifier/drift.py): the held-out
+    images through the serving preprocessing and the exported model, in fp32 as served."""
+    model.eval()
+    probabilities, embeddings = [], []
+    for images, _ in DataLoader(dataset, batch_size=batch_size):
+        logits, embedding = model(images.contiguous())
+        probabilities.append(torch.softmax(logits.float(), dim=1))
+        embeddings.append(embedding.float())
+    signals, predicted = drift.signals_from_outputs(torch.cat(probabilities).numpy(), torch.cat(embeddings).numpy())
+    return drift.build_reference(signals, predicted, num_classes).to_dict()
+
+
 # ----------------------------------------------------------------------------- export
 
 
@@ -544,6 +559,7 @@ def main(args) -> dict:
         "outputs": ["logits", "embedding"],
         "embedding_dim": model.backbone.fc.in_features,
         "preprocessing": config.to_dict(),
+        "drift_reference": drift_reference(model, val_ds, len(classes), args.batch_size * 2) if val_ds is not None else None,
         "training": {
             "args": vars(args),
             "data": args.data or args.cifar or "built-in synthetic",

@@ -1,0 +1,162 @@
+"""A real Prometheus (Debian's binary) scrapes the real TorchServe and evaluates our alert rules."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import requests
+import yaml
+
+from serving.launcher import free_port
+from tests.conftest import REPO
+from training import synthetic
+
+pytestmark = [pytest.mark.server, pytest.mark.slow]
+
+INSTALL = "apt-get install -y prometheus (Debian/Ubuntu; it ships prometheus and promtool)"
+FIRST_EVENT_ONLY = {"Requests5XX"}
+DASHBOARD = REPO / "monitoring" / "grafana" / "classifier-dashboard.json"
+# PromQL words that look like metric names but are not.
+PROMQL_WORDS = {
+    "by",
+    "without",
+    "on",
+    "ignoring",
+    "group_left",
+    "group_right",
+    "bool",
+    "and",
+    "or",
+    "unless",
+    "offset",
+    "inf",
+    "nan",
+}
+
+
+def tool(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        pytest.fail(f"{name} is not installed; install it with: {INSTALL}")
+    return path
+
+
+def exported_names(metrics_text: str) -> set[str]:
+    return {line.split("{")[0].split(" ")[0] for line in metrics_text.splitlines() if line and not line.startswith("#")}
+
+
+def metric_names(expr: str) -> set[str]:
+    """Metric names in a PromQL expression: identifiers that are not functions, keywords, labels or durations."""
+    expr = re.sub(r'"[^"]*"', "", expr)  # strings
+    expr = re.sub(r"\{[^}]*\}", "", expr)  # label matchers
+    expr = re.sub(r"\[[^\]]*\]", "", expr)  # range durations
+    expr = re.sub(r"\b\d+(\.\d+)?([eE][+-]?\d+)?\b", "", expr)  # numbers, 1e6 included
+    expr = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", "", expr)  # label lists
+    names = set(re.findall(r"[A-Za-z_:][A-Za-z0-9_:]*(?!\s*\()\b", expr))
+    return {n for n in names if n.lower() not in PROMQL_WORDS and not re.fullmatch(r"\d+[smhdwy]?", n)}
+
+
+def dashboard_queries() -> list[str]:
+    dashboard = json.loads(DASHBOARD.read_text())
+    return [target["expr"] for panel in dashboard["panels"] for target in panel.get("targets", [])]
+
+
+@pytest.fixture(scope="module")
+def prometheus(server, tmp_path_factory):
+    work = tmp_path_factory.mktemp("prometheus")
+    metrics = server.props["metrics_address"].removeprefix("http://")
+    config = {
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+        "rule_files": [str(REPO / "monitoring" / "alerts.yml")],
+        "scrape_configs": [{"job_name": "torchserve", "static_configs": [{"targets": [metrics]}]}],
+    }
+    (work / "prometheus.yml").write_text(yaml.safe_dump(config))
+    url = f"http://127.0.0.1:{free_port()}"
+    with open(work / "prometheus.log", "wb") as log:
+        proc = subprocess.Popen(
+            [
+                tool("prometheus"),
+                f"--config.file={work / 'prometheus.yml'}",
+                f"--web.listen-address={url.removeprefix('http://')}",  # loopback only
+                f"--storage.tsdb.path={work / 'data'}",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if requests.get(f"{url}/-/ready", timeout=2).ok:
+                    break
+            except requests.ConnectionError:
+                pass
+            assert proc.poll() is None, (work / "prometheus.log").read_text()
+            time.sleep(0.5)
+        else:
+            pytest.fail("Prometheus not ready after 60 s:\n" + (work / "prometheus.log").read_text()[-3000:])
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def query(url: str, promql: str) -> list[dict]:
+    answer = requests.get(f"{url}/api/v1/query", params={"query": promql}, timeout=10).json()
+    assert answer["status"] == "success", answer
+    return answer["data"]["result"]
+
+
+def wait_for(url: str, promql: str, ok, timeout: float = 90) -> list[dict]:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = query(url, promql)
+        if ok(result) or time.monotonic() > deadline:
+            return result
+        time.sleep(1)
+
+
+def test_prometheus_scrapes_our_model_metrics_and_loads_our_rules(server, prometheus, tmp_path):
+    images = [p.read_bytes() for p in synthetic.write_folder(tmp_path, per_class=26, seed=21)]  # 104 answers: a drift window
+    predict = f"{server.inference_url}/predictions/classifier"
+    with ThreadPoolExecutor(8) as pool:
+        statuses = list(pool.map(lambda body: requests.put(predict, data=body, timeout=120).status_code, images))
+    assert statuses == [200] * len(images)
+    assert requests.put(predict, data=b"not an image", timeout=60).status_code == 400
+
+    def total(result):
+        return sum(float(r["value"][1]) for r in result)
+
+    served = wait_for(prometheus, 'sum(classifier_predictions_total{ModelName="classifier"})', lambda r: total(r) >= len(images))
+    assert total(served) >= len(images)
+    errors = wait_for(
+        prometheus, 'classifier_request_errors_total{code="400",cause="undecodable_image"}', lambda r: total(r) >= 1
+    )
+    assert total(errors) >= 1
+    drift = wait_for(prometheus, "classifier_drift_psi", lambda r: len(r) == 4)
+    assert sorted(r["metric"]["signal"] for r in drift) == sorted(
+        ["confidence", "embedding_mean", "embedding_variance", "predicted_class"]
+    )
+    print("drift PSI after", len(images), "in-distribution answers:", {r["metric"]["signal"]: r["value"][1] for r in drift})
+    p99 = query(prometheus, "histogram_quantile(0.99, sum by (le) (rate(classifier_stage_duration_seconds_bucket[1m])))")
+    assert p99 and float(p99[0]["value"][1]) > 0
+
+    groups = requests.get(f"{prometheus}/api/v1/rules", timeout=10).json()["data"]["groups"]
+    rules = {r["name"]: r for g in groups for r in g["rules"]}
+    assert len(rules) == 9 and all(r["health"] == "ok" for r in rules.values()), rules
+
+    # Every Grafana query and alert rule names a metric this server really exports. Requests5XX is the one
+    # exception: TorchServe creates it at the first 5xx, which a healthy test server never answers.
+    exported = exported_names(requests.get(f"{server.props['metrics_address']}/metrics", timeout=10).text)
+    exported |= FIRST_EVENT_ONLY
+    alert_rules = yaml.safe_load((REPO / "monitoring" / "alerts.yml").read_text())["groups"]
+    recorded = {r["record"] for g in alert_rules for r in g["rules"] if "record" in r}
+    for expr in dashboard_queries() + [r["expr"] for g in alert_rules for r in g["rules"]]:
+        missing = metric_names(expr) - exported - recorded
+        assert not missing, f"query {expr!r} names {missing}, which the server does not export"
