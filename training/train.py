@@ -389,13 +389,15 @@ def is_better(val: dict, best: dict) -> bool:
 
 
 @torch.inference_mode()
-def drift_reference(model, dataset: Dataset, num_classes: int, batch_size: int) -> dict:
+def drift_reference(forward, dataset: Dataset, num_classes: int, batch_size: int) -> dict:
     """What a healthy stream looks like to the serving drift monitor (classifier/drift.py): the held-out
-    images through the serving preprocessing and the exported model, in fp32 as served."""
-    model.eval()
+    images through the serving preprocessing and the model in fp32, as served.
+
+    ``forward`` maps a batch to ``(logits, embedding)``: the model in eval mode, or a loaded serving backend.
+    """
     probabilities, embeddings = [], []
     for images, _ in DataLoader(dataset, batch_size=batch_size):
-        logits, embedding = model(images.contiguous())
+        logits, embedding = forward(images.contiguous())
         probabilities.append(torch.softmax(logits.float(), dim=1))
         embeddings.append(embedding.float())
     signals, predicted = drift.signals_from_outputs(torch.cat(probabilities).numpy(), torch.cat(embeddings).numpy())
@@ -559,7 +561,9 @@ def main(args) -> dict:
         "outputs": ["logits", "embedding"],
         "embedding_dim": model.backbone.fc.in_features,
         "preprocessing": config.to_dict(),
-        "drift_reference": drift_reference(model, val_ds, len(classes), args.batch_size * 2) if val_ds is not None else None,
+        "drift_reference": drift_reference(model.eval(), val_ds, len(classes), args.batch_size * 2)
+        if val_ds is not None
+        else None,
         "training": {
             "args": vars(args),
             "data": args.data or args.cifar or "built-in synthetic",
