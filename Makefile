@@ -1,5 +1,6 @@
 # Every target the README names. Each depends on `install`, so a fresh clone needs no manual step.
-.PHONY: install lint format stubs train prepare archive serve stop test test-fast soak clean help FORCE image image-gpu run-image loadtest bench
+.PHONY: install lint format stubs train prepare archive serve stop test test-fast soak clean help FORCE image image-gpu run-image loadtest bench \
+	install-monitoring monitor drift-stream
 
 VENV      := .venv
 PY        := $(VENV)/bin/python
@@ -27,6 +28,8 @@ help:
 	@echo "make image / make image-gpu / make run-image [GPU=1]   container images (README: Containers)"
 	@echo "make loadtest  locust against the running make serve (HOST=, USERS=, SPAWN_RATE=, RUN_TIME=)"
 	@echo "make bench     raw model vs our endpoint vs stock TorchServe; writes docs/benchmarks.*"
+	@echo "make monitor   Prometheus with our alert rules against make serve, on 127.0.0.1:$(PROM_PORT) (docs/monitoring.md)"
+	@echo "make drift-stream SHIFT=blur   send a shifted image stream to make serve and watch the drift gauges"
 
 # ---------------------------------------------------------------- setup
 install: $(STAMP) $(STUBS)
@@ -138,6 +141,26 @@ soak: $(MAR)
 
 clean:
 	rm -rf build logs $(MAR) .pytest_cache
+
+# ---------------------------------------------------------------- monitoring (docs/monitoring.md)
+PROM_PORT ?= 9090
+SHIFT     ?= none
+COUNT     ?= 600
+
+# promtool and prometheus for the monitoring tests and `make monitor` (Debian/Ubuntu package; needs root).
+install-monitoring:
+	@command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1 || \
+	  { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus; }
+
+# Prometheus in the foreground, loopback only, scraping `make serve` (metrics on 127.0.0.1:8082) with our rules.
+monitor:
+	@command -v prometheus >/dev/null 2>&1 || { echo "error: prometheus is not installed; run: make install-monitoring (apt-get install -y prometheus)" >&2; exit 1; }
+	@mkdir -p build/prometheus
+	prometheus --config.file=monitoring/prometheus.yml --web.listen-address=127.0.0.1:$(PROM_PORT) --storage.tsdb.path=build/prometheus
+
+# A stream of generated images to `make serve`: SHIFT=none|invert|blur|noise|photo_like|rings|one_class.
+drift-stream: | $(STAMP)
+	$(PY) -m loadtests.drift_streams --url $(HOST) --shift $(SHIFT) --count $(COUNT)
 
 # ---------------------------------------------------------------- containers
 # One Dockerfile, two targets; the archive is built first because the image copies it.

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -13,13 +12,12 @@ import pytest
 import requests
 import yaml
 
-from serving.launcher import free_port
+from serving.prometheus import INSTALL, PrometheusProcess
 from tests.conftest import REPO
 from training import synthetic
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 
-INSTALL = "apt-get install -y prometheus (Debian/Ubuntu; it ships prometheus and promtool)"
 FIRST_EVENT_ONLY = {"Requests5XX"}
 DASHBOARD = REPO / "monitoring" / "grafana" / "classifier-dashboard.json"
 # PromQL words that look like metric names but are not.
@@ -38,13 +36,6 @@ PROMQL_WORDS = {
     "inf",
     "nan",
 }
-
-
-def tool(name: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        pytest.fail(f"{name} is not installed; install it with: {INSTALL}")
-    return path
 
 
 def exported_names(metrics_text: str) -> set[str]:
@@ -69,54 +60,17 @@ def dashboard_queries() -> list[str]:
 
 @pytest.fixture(scope="module")
 def prometheus(server, tmp_path_factory):
-    work = tmp_path_factory.mktemp("prometheus")
-    metrics = server.props["metrics_address"].removeprefix("http://")
-    config = {
-        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-        "rule_files": [str(REPO / "monitoring" / "alerts.yml")],
-        "scrape_configs": [{"job_name": "torchserve", "static_configs": [{"targets": [metrics]}]}],
-    }
-    (work / "prometheus.yml").write_text(yaml.safe_dump(config))
-    url = f"http://127.0.0.1:{free_port()}"
-    with open(work / "prometheus.log", "wb") as log:
-        proc = subprocess.Popen(
-            [
-                tool("prometheus"),
-                f"--config.file={work / 'prometheus.yml'}",
-                f"--web.listen-address={url.removeprefix('http://')}",  # loopback only
-                f"--storage.tsdb.path={work / 'data'}",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if requests.get(f"{url}/-/ready", timeout=2).ok:
-                    break
-            except requests.ConnectionError:
-                pass
-            assert proc.poll() is None, (work / "prometheus.log").read_text()
-            time.sleep(0.5)
-        else:
-            pytest.fail("Prometheus not ready after 60 s:\n" + (work / "prometheus.log").read_text()[-3000:])
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+    if shutil.which("prometheus") is None:
+        pytest.fail(f"prometheus is not installed; install it with: {INSTALL}")
+    target = server.props["metrics_address"].removeprefix("http://")
+    with PrometheusProcess([target], tmp_path_factory.mktemp("prometheus")) as prom:
+        yield prom
 
 
-def query(url: str, promql: str) -> list[dict]:
-    answer = requests.get(f"{url}/api/v1/query", params={"query": promql}, timeout=10).json()
-    assert answer["status"] == "success", answer
-    return answer["data"]["result"]
-
-
-def wait_for(url: str, promql: str, ok, timeout: float = 90) -> list[dict]:
+def wait_for(prom: PrometheusProcess, promql: str, ok, timeout: float = 90) -> list[dict]:
     deadline = time.monotonic() + timeout
     while True:
-        result = query(url, promql)
+        result = prom.query(promql)
         if ok(result) or time.monotonic() > deadline:
             return result
         time.sleep(1)
@@ -144,10 +98,10 @@ def test_prometheus_scrapes_our_model_metrics_and_loads_our_rules(server, promet
         ["confidence", "embedding_mean", "embedding_variance", "predicted_class"]
     )
     print("drift PSI after", len(images), "in-distribution answers:", {r["metric"]["signal"]: r["value"][1] for r in drift})
-    p99 = query(prometheus, "histogram_quantile(0.99, sum by (le) (rate(classifier_stage_duration_seconds_bucket[1m])))")
+    p99 = prometheus.query("histogram_quantile(0.99, sum by (le) (rate(classifier_stage_duration_seconds_bucket[1m])))")
     assert p99 and float(p99[0]["value"][1]) > 0
 
-    groups = requests.get(f"{prometheus}/api/v1/rules", timeout=10).json()["data"]["groups"]
+    groups = requests.get(f"{prometheus.url}/api/v1/rules", timeout=10).json()["data"]["groups"]
     rules = {r["name"]: r for g in groups for r in g["rules"]}
     assert len(rules) == 9 and all(r["health"] == "ok" for r in rules.values()), rules
 
