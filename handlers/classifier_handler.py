@@ -66,13 +66,16 @@ class ClassifierHandler(BaseHandler):
     def preprocess(self, data: list[Mapping[str, Any]]) -> list[tuple[torch.Tensor, dict] | RequestError]:
         headers = [self.context.get_all_request_header(idx) for idx in range(len(data))]
         ids = [self.context.get_request_id(idx) for idx in range(len(data))]
-        self.batch_started = time.perf_counter()
+        self.batch_started, self.decode_seconds = time.perf_counter(), []
         with self.telemetry.timed(self.context.metrics, "preprocess"):
             if len(data) == 1:
-                return [self._prepare(data[0], headers[0], ids[0])]
-            # Pillow's decoders and torch's ops release the GIL, so a batch decodes on all the worker's
-            # cores instead of one while the others wait for inference (docs/optimization.md).
-            return list(self.pool.map(self._prepare, data, headers, ids))
+                items = [self._prepare(data[0], headers[0], ids[0])]
+            else:
+                # Pillow's decoders and torch's ops release the GIL, so a batch decodes on all the worker's
+                # cores instead of one while the others wait for inference (docs/optimization.md).
+                items = list(self.pool.map(self._prepare, data, headers, ids))
+        self.telemetry.decoded(self.context.metrics, self.decode_seconds)
+        return items
 
     def _prepare(
         self, request: Mapping[str, Any], headers: Mapping[str, Any], request_id: str | None = None
@@ -87,7 +90,7 @@ class ClassifierHandler(BaseHandler):
                 seed = random.getrandbits(63)  # reported back, so any answer can be reproduced
             timings: dict[str, float] = {}
             tensor, box = preprocess_bytes(image, self.preprocess_config, mode, seed, timings)
-            self.telemetry.decoded(self.context.metrics, timings["decode"])
+            self.decode_seconds.append(timings["decode"])  # list.append is atomic: safe from the pool's threads
         except RequestError as exc:
             return exc
         except ImageDecodeError as exc:
