@@ -13,7 +13,7 @@ ARG FLAVOUR=cpu
 FROM scratch AS app
 # The handler travels inside the archive (handlers/ and the classifier/ core are packed into classifier.mar by `make archive`).
 # The entrypoint imports serving/launcher.py (stdlib only), which is all of the serving package it needs.
-COPY docker/config.properties docker/entrypoint.py /home/model-server/
+COPY docker/config.properties docker/entrypoint.py monitoring/ts-metrics.yaml /home/model-server/
 COPY serving/__init__.py serving/launcher.py /home/model-server/serving/
 COPY model_store/classifier.mar /home/model-server/model-store/
 

@@ -1,5 +1,6 @@
 # Every target the README names. Each depends on `install`, so a fresh clone needs no manual step.
-.PHONY: install lock lock-check lint format coverage-report stubs train prepare archive serve stop test test-fast soak clean help FORCE image image-gpu run-image image-check image-check-gpu container-tools loadtest bench k8s-tools kserve-layout predict cli-bench native cpp cpp-report
+.PHONY: install lock lock-check lint format coverage-report stubs train prepare archive serve stop test test-fast soak clean help FORCE image image-gpu run-image image-check image-check-gpu container-tools loadtest bench k8s-tools kserve-layout predict cli-bench native cpp cpp-report \
+	install-monitoring monitor drift-stream
 
 VENV      := .venv
 PY        := $(VENV)/bin/python
@@ -40,9 +41,14 @@ help:
 	@echo "make predict ARGS='PATH... [--mar FILE] [--seed N] [--format csv]'   classify files offline, no server (docs/cli.md)"
 	@echo "make cli-bench make predict vs the server with 4 clients on 500 images; writes docs/cli.md"
 	@echo "make cpp       build the C++ pipeline (build/cpp/classify); make cpp-report writes docs/cpp-vs-python.*"
+	@echo "make monitor   Prometheus with our alert rules against make serve, on 127.0.0.1:$(PROM_PORT) (docs/monitoring.md)"
+	@echo "make drift-stream SHIFT=blur   send a shifted image stream to make serve and watch the drift gauges"
 
 # ---------------------------------------------------------------- setup
 install: $(STAMP) $(STUBS) $(CHECKOV) $(NATIVE_SO)
+	@# The monitoring tests need Debian's prometheus (promtool): installed here when root, else they say how.
+	@command -v promtool >/dev/null 2>&1 || { test "$$(id -u)" = 0 && command -v apt-get >/dev/null 2>&1 \
+	  && $(MAKE) --no-print-directory install-monitoring; } || echo "warning: promtool missing: make install-monitoring" >&2
 
 $(STAMP): requirements.lock
 	@command -v java >/dev/null 2>&1 || { echo "error: TorchServe needs Java 11 or later, and no 'java' is on PATH. Install a JDK/JRE (e.g. apt-get install openjdk-17-jre-headless)." >&2; exit 1; }
@@ -203,7 +209,7 @@ format: $(STAMP)
 COVERAGE_CORE  ?= 90
 COVERAGE_TOTAL ?= 80
 COVERAGE_PACKAGES := classifier handlers training serving loadtests
-test: lint $(STAMP) $(STUBS) $(CHECKOV) $(NATIVE_SO)
+test: lint install
 	rm -f .coverage .coverage.*
 	$(PY) -m pytest --cov --cov-report= --cov-fail-under=$(COVERAGE_TOTAL)
 	@$(MAKE) --no-print-directory coverage-report
@@ -244,6 +250,26 @@ kserve-layout: $(MAR)
 	cp deploy/kserve/config.properties $(KSERVE_DIR)/config/config.properties
 	cp $(MAR) $(KSERVE_DIR)/model-store/classifier.mar
 	@echo "wrote $(KSERVE_DIR): config/config.properties, model-store/classifier.mar"
+
+# ---------------------------------------------------------------- monitoring (docs/monitoring.md)
+PROM_PORT ?= 9090
+SHIFT     ?= none
+COUNT     ?= 600
+
+# promtool and prometheus for the monitoring tests and `make monitor` (Debian/Ubuntu package; needs root).
+install-monitoring:
+	@command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1 || \
+	  { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus; }
+
+# Prometheus in the foreground, loopback only, scraping `make serve` (metrics on 127.0.0.1:8082) with our rules.
+monitor:
+	@command -v prometheus >/dev/null 2>&1 || { echo "error: prometheus is not installed; run: make install-monitoring (apt-get install -y prometheus)" >&2; exit 1; }
+	@mkdir -p build/prometheus
+	prometheus --config.file=monitoring/prometheus.yml --web.listen-address=127.0.0.1:$(PROM_PORT) --storage.tsdb.path=build/prometheus
+
+# A stream of generated images to `make serve`: SHIFT=none|invert|blur|noise|photo_like|rings|one_class.
+drift-stream: | $(STAMP)
+	$(PY) -m loadtests.drift_streams --url $(HOST) --shift $(SHIFT) --count $(COUNT)
 
 # ---------------------------------------------------------------- containers
 # One Dockerfile, two flavours (FLAVOUR=cpu|gpu); the archive is built first because the image copies it.

@@ -34,17 +34,21 @@ def read_labels(model_dir: Path) -> dict[int, str]:
 
 
 class ItemError(ValueError):
-    """A problem with one image, reported with ``code`` (the HTTP status the server gives it)."""
+    """A problem with one image, reported with ``code`` (the HTTP status the server gives it).
 
-    def __init__(self, message: str, code: int = 400):
+    ``cause`` is a short fixed name for the metrics (``classifier_request_errors_total``): a bounded label,
+    unlike the message, which may quote the request.
+    """
+
+    def __init__(self, message: str, code: int = 400, cause: str = "invalid_input"):
         super().__init__(message)
-        self.code = code
+        self.code, self.cause = code, cause
 
 
 def check_body_size(size: int, max_bytes: int | None) -> None:
     """Refuse an image body over ``max_bytes`` (413) before decoding a byte of it."""
     if max_bytes is not None and size > max_bytes:
-        raise ItemError(f"image body is {size} bytes, over the limit of {max_bytes} bytes", 413)
+        raise ItemError(f"image body is {size} bytes, over the limit of {max_bytes} bytes", 413, "body_too_large")
 
 
 def resolve_seed(mode: str, seed: int | None, draw=random.getrandbits) -> int | None:

@@ -16,7 +16,7 @@ in the image and in the tests (outside Docker, on free ports):
     TS_WORKDIR       rendered config and TorchServe's TMPDIR (its pid file, unpacked models)  (/tmp/torchserve)
     LOG_LOCATION     TorchServe's log folder       (/home/model-server/logs)
     STOP_TIMEOUT     seconds a graceful stop may take before the rest is killed (8; `docker stop` waits 10)
-    TS_INFERENCE_ADDRESS, TS_MANAGEMENT_ADDRESS, TS_METRICS_ADDRESS, TS_GRPC_INFERENCE_ADDRESS,
+    TS_INFERENCE_ADDRESS, TS_MANAGEMENT_ADDRESS, TS_METRICS_ADDRESS, TS_METRICS_CONFIG, TS_GRPC_INFERENCE_ADDRESS,
     TS_GRPC_INFERENCE_PORT, TS_GRPC_MANAGEMENT_ADDRESS, TS_GRPC_MANAGEMENT_PORT, TS_LOAD_MODELS
                      replace the config key of the same name (lower case, without TS_)
 
@@ -54,6 +54,7 @@ OVERRIDABLE = (
     "inference_address",
     "management_address",
     "metrics_address",
+    "metrics_config",
     "grpc_inference_address",
     "grpc_inference_port",
     "grpc_management_address",

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -35,6 +36,7 @@ from classifier.postprocessing import embedding_stats, error_body, error_dict, t
 from classifier.preprocessing import ImageDecodeError, preprocess_bytes
 from classifier.settings import HandlerSettings, usable_cpus
 from handlers.requests import RequestError, extract_image, find_seed, parse_seed
+from handlers.telemetry import ModelTelemetry
 
 logger = logging.getLogger(__name__)
 # TorchServe's envelopes that hand the handler a request's instances and serialise its return values
@@ -58,6 +60,9 @@ class ClassifierHandler(BaseHandler):
         self.labels = read_labels(model_dir)
         self.pool = ThreadPoolExecutor(self.settings.threads, thread_name_prefix="preprocess")
         self.backend = load_backend(self.settings.backend, model_dir, self.device, self.settings.threads)
+        metadata = json.loads((model_dir / "metadata.json").read_text())
+        self.telemetry = ModelTelemetry(context.model_name, self.labels, metadata.get("drift_reference"))
+        self.telemetry.worker_started(context.metrics)
         # One warm-up pass so the first client does not pay for lazy initialisation.
         size = self.preprocess_config.input_size
         self.backend(torch.zeros(1, 3, size, size))
@@ -79,11 +84,16 @@ class ClassifierHandler(BaseHandler):
         requests = len(self.context.request_processor or []) or 1
         headers = [self.context.get_all_request_header(min(idx, requests - 1)) for idx in range(len(data))]
         ids = [self.context.get_request_id(min(idx, requests - 1)) for idx in range(len(data))]
-        if len(data) == 1:
-            return [self._prepare(data[0], headers[0], ids[0])]
-        # Pillow's decoders and torch's ops release the GIL, so a batch decodes on all the worker's
-        # cores instead of one while the others wait for inference (docs/optimization.md).
-        return list(self.pool.map(self._prepare, data, headers, ids))
+        self.batch_started, self.decode_seconds = time.perf_counter(), []
+        with self.telemetry.timed(self.context.metrics, "preprocess"):
+            if len(data) == 1:
+                items = [self._prepare(data[0], headers[0], ids[0])]
+            else:
+                # Pillow's decoders and torch's ops release the GIL, so a batch decodes on all the worker's
+                # cores instead of one while the others wait for inference (docs/optimization.md).
+                items = list(self.pool.map(self._prepare, data, headers, ids))
+        self.telemetry.decoded(self.context.metrics, self.decode_seconds)
+        return items
 
     def _prepare(
         self, request: Mapping[str, Any], headers: Mapping[str, Any], request_id: str | None = None
@@ -92,15 +102,19 @@ class ClassifierHandler(BaseHandler):
             image = extract_image(request, self.settings.max_body_bytes)
             mode = self.settings.crop_mode
             seed = resolve_seed(mode, parse_seed(find_seed(request, headers)))
-            tensor, box = preprocess_bytes(image, self.preprocess_config, mode, seed, self.settings.region_decode)
+            timings: dict[str, float] = {}
+            tensor, box = preprocess_bytes(image, self.preprocess_config, mode, seed, self.settings.region_decode, timings)
+            self.decode_seconds.append(timings["decode"])  # list.append is atomic: safe from the pool's threads
         except RequestError as exc:
             return exc
         except ImageDecodeError as exc:
-            return RequestError(str(exc))
+            return RequestError(str(exc), cause="undecodable_image")
         except Exception:  # a bug of ours, not the client's: a 500 for this item alone, not its whole batch
             logger.exception("preprocessing failed for request %s", request_id)
             return RequestError(
-                f"internal error while processing the image (request id {request_id}); the server log has the details", 500
+                f"internal error while processing the image (request id {request_id}); the server log has the details",
+                500,
+                "internal_error",
             )
         return tensor, crop_info(mode, seed, box)
 
@@ -108,13 +122,20 @@ class ClassifierHandler(BaseHandler):
         tensors = [item[0] for item in items if not isinstance(item, RequestError)]
         if not tensors:
             return items, None, None
-        logits, embedding = self.backend(torch.stack(tensors))
+        with self.telemetry.timed(self.context.metrics, "inference"):
+            logits, embedding = self.backend(torch.stack(tensors))
         return items, logits, embedding
 
     def postprocess(self, outputs) -> list[bytes] | list[dict]:
-        items, logits, embedding = outputs
+        with self.telemetry.timed(self.context.metrics, "postprocess"):
+            responses = self._respond(*outputs)
+        self.telemetry.batch(self.context.metrics, len(responses), time.perf_counter() - self.batch_started)
+        return responses
+
+    def _respond(self, items: list, logits: torch.Tensor | None, embedding: torch.Tensor | None) -> list[bytes] | list[dict]:
         predictions = top_k_predictions(logits, self.labels, self.settings.topk) if logits is not None else []
         stats = embedding_stats(embedding) if embedding is not None else []
+        self.telemetry.answers(self.context.metrics, predictions, stats)
         if self.enveloped:
             return self._enveloped_results(items, predictions, stats)
         responses, row = [], 0
@@ -122,6 +143,7 @@ class ClassifierHandler(BaseHandler):
             self.context.set_response_content_type(idx, "application/json")
             if isinstance(item, RequestError):
                 self.context.set_response_status(item.code, str(item), idx)
+                self.telemetry.error(self.context.metrics, item.code, item.cause)
                 responses.append(error_body(str(item), item.code))
                 continue
             responses.append(json.dumps(response_body(predictions[row], stats[row], item[1])).encode())
@@ -136,6 +158,7 @@ class ClassifierHandler(BaseHandler):
         results, row = [], 0
         for item in items:
             if isinstance(item, RequestError):
+                self.telemetry.error(self.context.metrics, item.code, item.cause)
                 results.append(error_dict(str(item), item.code))
                 continue
             results.append(response_body(predictions[row], stats[row], item[1]))

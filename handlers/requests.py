@@ -18,7 +18,7 @@ SEED_HEADER = "x-seed"
 # encoders wrap lines. Anything else in a text field is not an image in any encoding we accept.
 BASE64_TEXT = re.compile(r"[A-Za-z0-9+/_-]+={0,2}")
 # One class for the handler and the core, so a refusal the core raises (an oversized body) is the same
-# status and message from the server and from `python -m classifier predict`.
+# status, message and metrics cause from the server and from `python -m classifier predict`.
 RequestError = ItemError
 
 
@@ -30,9 +30,9 @@ def parse_seed(value: Any) -> int | None:
     try:
         seed = int(text.strip())
     except ValueError:
-        raise RequestError(f"seed must be an integer in [0, {MAX_SEED}], got {text[:40]!r}") from None
+        raise RequestError(f"seed must be an integer in [0, {MAX_SEED}], got {text[:40]!r}", cause="invalid_seed") from None
     if not 0 <= seed <= MAX_SEED:
-        raise RequestError(f"seed must be an integer in [0, {MAX_SEED}], got {seed}")
+        raise RequestError(f"seed must be an integer in [0, {MAX_SEED}], got {seed}", cause="invalid_seed")
     return seed
 
 
@@ -63,7 +63,7 @@ def decode_base64_image(text: str, field: str, max_bytes: int | None = None) -> 
     """
     compact = unwrap(text)
     if max_bytes is not None and len(compact) // 4 * 3 > max_bytes + 2:
-        raise RequestError(f"base64 image in {field!r} decodes to over {max_bytes} bytes, the limit", 413)
+        raise RequestError(f"base64 image in {field!r} decodes to over {max_bytes} bytes, the limit", 413, "body_too_large")
     urlsafe = "-" in compact or "_" in compact
     try:
         if urlsafe:
@@ -71,11 +71,15 @@ def decode_base64_image(text: str, field: str, max_bytes: int | None = None) -> 
         else:
             image = base64.b64decode(compact.encode("ascii"), validate=True)
     except (binascii.Error, ValueError) as exc:
-        raise RequestError(f"{field!r} is not valid base64 ({exc}); send the image bytes base64-encoded") from None
+        raise RequestError(
+            f"{field!r} is not valid base64 ({exc}); send the image bytes base64-encoded", cause="bad_base64"
+        ) from None
     if not image:
-        raise RequestError(f"{field!r} is empty: no image to classify")
+        raise RequestError(f"{field!r} is empty: no image to classify", cause="empty_body")
     if max_bytes is not None and len(image) > max_bytes:
-        raise RequestError(f"image in {field!r} is {len(image)} bytes, over the limit of {max_bytes} bytes", 413)
+        raise RequestError(
+            f"image in {field!r} is {len(image)} bytes, over the limit of {max_bytes} bytes", 413, "body_too_large"
+        )
     return image
 
 
@@ -95,7 +99,8 @@ def extract_image(request: Mapping[str, Any], max_bytes: int | None = None) -> b
     else:
         raise RequestError(
             f"no image in the request: send the image as the body (curl -T img.png) "
-            f"or as a form field named one of {list(IMAGE_FIELDS)}"
+            f"or as a form field named one of {list(IMAGE_FIELDS)}",
+            cause="no_image",
         )
     if isinstance(value, (bytes, bytearray)):
         check_body_size(len(value), max_bytes)
@@ -107,9 +112,10 @@ def extract_image(request: Mapping[str, Any], max_bytes: int | None = None) -> b
             "request body is JSON; send the raw image bytes (curl -T img.png URL), a multipart form field 'data', "
             'or base64 as {"instances": [{"data": "<base64>"}]} to /v1/models/classifier:predict',
             415,
+            "json_body",
         )
     if isinstance(value, str):
         if BASE64_TEXT.fullmatch(unwrap(value)):
             return decode_base64_image(value, field, max_bytes)
-        raise RequestError("request body is text, not an image; send the raw image bytes (or base64 of them)", 415)
-    raise RequestError(f"unsupported request payload of type {type(value).__name__}")
+        raise RequestError("request body is text, not an image; send the raw image bytes (or base64 of them)", 415, "text_body")
+    raise RequestError(f"unsupported request payload of type {type(value).__name__}", cause="unsupported_payload")

@@ -153,6 +153,9 @@ class TorchServeProcess:
         self.workdir, self.model = workdir.resolve(), model  # TorchServe runs inside it: paths must not be relative
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.props = {**read_properties(base_config), **overrides}
+        metrics_config = self.props.get("metrics_config")
+        if metrics_config and not Path(metrics_config).is_absolute():  # TorchServe runs in workdir, not beside the config
+            self.props["metrics_config"] = str((Path(base_config).parent / metrics_config).resolve())
         self.config_path = self.workdir / "config.properties"
         write_properties(self.config_path, self.props)
         self.log_dir = self.workdir / "logs"

@@ -34,6 +34,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from classifier import drift
 from classifier.backends import cpu_flags, has_bf16
 from classifier.model import ARCHITECTURES, ResNetWithEmbedding, build_backbone
 from classifier.preprocessing import PreprocessConfig
@@ -374,6 +375,22 @@ def is_better(val: dict, best: dict) -> bool:
     return key(val["accuracy"], val["loss"]) > key(best["val_accuracy"], best["val_loss"])
 
 
+@torch.inference_mode()
+def drift_reference(forward, dataset: Dataset, num_classes: int, batch_size: int) -> dict:
+    """What a healthy stream looks like to the serving drift monitor (classifier/drift.py): the held-out
+    images through the serving preprocessing and the model in fp32, as served.
+
+    ``forward`` maps a batch to ``(logits, embedding)``: the model in eval mode, or a loaded serving backend.
+    """
+    probabilities, embeddings = [], []
+    for images, _ in DataLoader(dataset, batch_size=batch_size):
+        logits, embedding = forward(images.contiguous())
+        probabilities.append(torch.softmax(logits.float(), dim=1))
+        embeddings.append(embedding.float())
+    signals, predicted = drift.signals_from_outputs(torch.cat(probabilities).numpy(), torch.cat(embeddings).numpy())
+    return drift.build_reference(signals, predicted, num_classes).to_dict()
+
+
 # ----------------------------------------------------------------------------- export
 
 
@@ -531,6 +548,9 @@ def main(args) -> dict:
         "outputs": ["logits", "embedding"],
         "embedding_dim": model.backbone.fc.in_features,
         "preprocessing": config.to_dict(),
+        "drift_reference": drift_reference(model.eval(), val_ds, len(classes), args.batch_size * 2)
+        if val_ds is not None
+        else None,
         "training": {
             "args": vars(args),
             "data": data_description,

@@ -5,19 +5,18 @@ import json
 import pytest
 import torch
 from ts.context import Context, RequestProcessor
+from ts.metrics.metric_cache_yaml_impl import MetricsCacheYamlImpl
 
 from handlers.classifier_handler import ClassifierHandler
-from tests.conftest import encode, random_image
+from tests.conftest import REPO, encode, random_image
 
 
-class Metrics:
-    """TorchServe's metrics cache needs a server-side config; the handler only records a timing."""
-
-    def __init__(self):
-        self.times = []
-
-    def add_time(self, name, value, idx=None, unit="ms"):
-        self.times.append((name, value))
+def metrics_cache() -> MetricsCacheYamlImpl:
+    """TorchServe's own metrics cache, built from the metrics config the server ships with, as the worker builds it."""
+    cache = MetricsCacheYamlImpl(config_file_path=str(REPO / "monitoring" / "ts-metrics.yaml"))
+    cache.initialize_cache()
+    cache.model_name = "classifier"
+    return cache
 
 
 def make_context(model_dir, handler_settings=None, batch=1, gpu=None, headers=None):
@@ -28,7 +27,7 @@ def make_context(model_dir, handler_settings=None, batch=1, gpu=None, headers=No
         batch,
         gpu,
         "0.12.0",
-        metrics=Metrics(),
+        metrics=metrics_cache(),
         model_yaml_config={"minWorkers": 1, "handler": handler_settings or {}},
     )
     ctx.request_processor = [RequestProcessor((headers or [{}] * batch)[i]) for i in range(batch)]

@@ -38,6 +38,8 @@ def container_env(store: Path, root: Path) -> dict[str, str]:
         "TS_INFERENCE_ADDRESS": f"http://127.0.0.1:{free_port()}",
         "TS_MANAGEMENT_ADDRESS": f"http://127.0.0.1:{free_port()}",
         "TS_METRICS_ADDRESS": f"http://127.0.0.1:{free_port()}",
+        # The image holds the metrics config at /home/model-server; here it is the repository's.
+        "TS_METRICS_CONFIG": str(REPO / "monitoring" / "ts-metrics.yaml"),
         "TS_GRPC_INFERENCE_ADDRESS": "127.0.0.1",
         "TS_GRPC_INFERENCE_PORT": str(free_port()),
         "TS_GRPC_MANAGEMENT_PORT": str(free_port()),
