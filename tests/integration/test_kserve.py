@@ -21,6 +21,8 @@ pytestmark = [pytest.mark.server, pytest.mark.slow]
 def kserve_server(model_store, tmp_path_factory):
     overrides = server_overrides(model_store)
     overrides["allowed_urls"] = f"^file://{model_store.resolve()}/.*$"
+    # The config names the image's path of the metrics config; outside the image it is the repository's copy.
+    overrides["metrics_config"] = str(REPO / "monitoring" / "ts-metrics.yaml")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("TS_SERVICE_ENVELOPE", "kserve")  # inherited by the frontend and its worker
         ts = TorchServeProcess(REPO / "deploy" / "kserve" / "config.properties", tmp_path_factory.mktemp("kserve"), overrides)
