@@ -14,9 +14,9 @@ import json
 import statistics
 from pathlib import Path
 
-from loadtests.bench import loopback_overrides, run_locust
+from loadtests.bench import run_locust
 from loadtests.images import write_images
-from serving.launcher import REPO, TorchServeProcess
+from serving.launcher import REPO, TorchServeProcess, loopback_overrides
 
 
 def main(argv: list[str] | None = None) -> dict:
