@@ -329,15 +329,11 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def machine_description() -> str:
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} cores visible, {platform.system()} {platform.release()}"
+    """The bench's own machine record, in one line."""
+    from loadtests.bench import machine
+
+    m = machine()
+    return f"{m['cpu']}, {os.cpu_count()} cores visible, {m['os']}"
 
 
 def model_description(model_dir: Path) -> str:

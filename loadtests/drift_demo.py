@@ -17,7 +17,7 @@ from pathlib import Path
 import requests
 
 from loadtests.drift_streams import SHIFTS, images, png_bytes
-from serving.launcher import REPO, TorchServeProcess, free_port
+from serving.launcher import REPO, TorchServeProcess, loopback_overrides
 from serving.prometheus import PrometheusProcess
 
 ALERT = 0.25  # monitoring/alerts.yml
@@ -63,15 +63,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--out", type=Path, default=REPO / "docs" / "monitoring-drift.png", help="plot; a .json beside it")
     args = p.parse_args(argv)
     store = args.mar.resolve().parent
-    overrides = {
-        "inference_address": f"http://127.0.0.1:{free_port()}",
-        "management_address": f"http://127.0.0.1:{free_port()}",
-        "metrics_address": f"http://127.0.0.1:{free_port()}",
-        "grpc_inference_port": str(free_port()),
-        "grpc_management_port": str(free_port()),
-        "model_store": str(store),
-        "load_models": f"classifier={args.mar.name}",
-    }
+    overrides = loopback_overrides(store, f"classifier={args.mar.name}")
     phases = []
     with (
         TorchServeProcess(REPO / "config.properties", args.work_dir / "ts", overrides) as ts,

@@ -104,18 +104,9 @@ def server_costs(mar: Path, photos: list[bytes], repeats: int, vmargs: str = "")
     """Per request kind: (name, wall p50 ms, Java frontend CPU ms, Python worker CPU ms), one request at a time."""
     import psutil
 
-    from serving.launcher import REPO, TorchServeProcess, free_port
+    from serving.launcher import REPO, TorchServeProcess, loopback_overrides
 
-    overrides = {
-        "inference_address": f"http://127.0.0.1:{free_port()}",
-        "management_address": f"http://127.0.0.1:{free_port()}",
-        "metrics_address": f"http://127.0.0.1:{free_port()}",
-        "grpc_inference_port": str(free_port()),
-        "grpc_management_port": str(free_port()),
-        "model_store": str(mar.parent.resolve()),
-        "load_models": f"classifier={mar.name}",
-        **({"vmargs": vmargs} if vmargs else {}),
-    }
+    overrides = {**loopback_overrides(mar.parent, f"classifier={mar.name}"), **({"vmargs": vmargs} if vmargs else {})}
     size = int(statistics.mean(len(p) for p in photos))
     garbage_big = bytes(np.random.default_rng(0).integers(0, 256, size, dtype=np.uint8))
     garbage_small = b"not an image, " * 7

@@ -16,6 +16,7 @@ run through the real CLI, so the suite stays fast on two cores.
 from __future__ import annotations
 
 import io
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -86,3 +87,21 @@ def random_image(width: int, height: int, seed: int = 0, mode: str = "RGB") -> I
     channels = {"RGB": 3, "RGBA": 4, "L": 1}[mode]
     arr = rng.integers(0, 256, size=(height, width, channels), dtype=np.uint8)
     return Image.fromarray(arr[..., 0] if channels == 1 else arr, mode)
+
+
+def make_dry_run(*args: str) -> str:
+    """`make -n ARGS` in the repository: the commands a target would run, without the archive or install steps.
+
+    The parent make's flags (when the tests run under `make test`) would add "Entering directory" lines: start clean.
+    """
+    env = {k: v for k, v in os.environ.items() if k not in {"MAKEFLAGS", "MFLAGS", "MAKELEVEL"}}
+    out = subprocess.run(
+        ["make", "-n", "--no-print-directory", "-o", "model_store/classifier.mar", "-o", ".venv/.installed", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    return out.stdout

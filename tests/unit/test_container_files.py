@@ -8,7 +8,6 @@ import ast
 import fnmatch
 import importlib.util
 import json
-import os
 import re
 import subprocess
 import sys
@@ -18,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import REPO
+from tests.conftest import REPO, make_dry_run
 
 PORTS = {8080, 8081, 8082, 7070, 7071}
 CPU_INDEX = "https://download.pytorch.org/whl/cpu"
@@ -212,18 +211,7 @@ def test_build_context_has_what_the_dockerfile_copies_and_nothing_heavy(dockerfi
     ],
 )
 def test_make_targets_dry_run(args, expected):
-    # Under `make test` the parent make's flags would add "Entering directory" lines: start clean.
-    env = {k: v for k, v in os.environ.items() if k not in {"MAKEFLAGS", "MFLAGS", "MAKELEVEL"}}
-    out = subprocess.run(
-        ["make", "-n", "--no-print-directory", "-o", "model_store/classifier.mar", "-o", ".venv/.installed", *args],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip().splitlines()[-1] == expected
+    assert make_dry_run(*args).strip().splitlines()[-1] == expected
 
 
 def test_readiness_waits_for_the_models_that_load_models_names():

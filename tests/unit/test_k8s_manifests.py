@@ -23,7 +23,7 @@ import pytest
 import yaml
 
 from serving.launcher import read_properties
-from tests.conftest import REPO
+from tests.conftest import REPO, make_dry_run
 
 K8S = REPO / "deploy" / "k8s"
 KSERVE = REPO / "deploy" / "kserve"
@@ -90,20 +90,6 @@ def entrypoint_default(variable: str) -> str:
 
 def port(address: str) -> int:
     return urlparse(address).port
-
-
-def make_dry_run(*args: str) -> str:
-    env = {k: v for k, v in os.environ.items() if k not in {"MAKEFLAGS", "MFLAGS", "MAKELEVEL"}}
-    out = subprocess.run(
-        ["make", "-n", "--no-print-directory", "-o", "model_store/classifier.mar", "-o", ".venv/.installed", *args],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert out.returncode == 0, out.stderr
-    return out.stdout
 
 
 def built_image(target: str) -> str:
