@@ -51,6 +51,20 @@ def check_body_size(size: int, max_bytes: int | None) -> None:
         raise ItemError(f"image body is {size} bytes, over the limit of {max_bytes} bytes", 413, "body_too_large")
 
 
+def parse_seed(value: Any) -> int | None:
+    """An optional seed (a form field, header or gRPC input, or a command-line flag) as an int."""
+    if value is None:
+        return None
+    text = value.decode("utf-8", "replace") if isinstance(value, (bytes, bytearray)) else str(value)
+    try:
+        seed = int(text.strip())
+    except ValueError:
+        raise ItemError(f"seed must be an integer in [0, {MAX_SEED}], got {text[:40]!r}", cause="invalid_seed") from None
+    if not 0 <= seed <= MAX_SEED:
+        raise ItemError(f"seed must be an integer in [0, {MAX_SEED}], got {seed}", cause="invalid_seed")
+    return seed
+
+
 def resolve_seed(mode: str, seed: int | None, draw=random.getrandbits) -> int | None:
     """The seed an image is cropped with, as the answer reports it.
 

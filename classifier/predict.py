@@ -26,7 +26,6 @@ import csv
 import glob
 import json
 import logging
-import os
 import sys
 import tempfile
 import time
@@ -45,10 +44,10 @@ from PIL import Image
 
 from classifier.backends import BACKENDS, load_backend
 from classifier.pipeline import (
-    MAX_SEED,
     ItemError,
     check_body_size,
     crop_info,
+    parse_seed,
     read_labels,
     read_preprocess_config,
     resolve_seed,
@@ -56,7 +55,7 @@ from classifier.pipeline import (
 )
 from classifier.postprocessing import embedding_stats, error_body, top_k_predictions
 from classifier.preprocessing import ImageDecodeError, PreprocessConfig, preprocess_bytes
-from classifier.settings import HandlerSettings
+from classifier.settings import HandlerSettings, usable_cpus
 
 logger = logging.getLogger("classifier.predict")
 
@@ -176,7 +175,7 @@ class Result:
 
 
 def prepare_file(
-    path: Path, config: PreprocessConfig, mode: str, seed: int | None, max_bytes: int
+    path: Path, config: PreprocessConfig, mode: str, seed: int | None, max_bytes: int, region_decode: bool = True
 ) -> tuple[torch.Tensor, dict] | ItemError:
     """Read and preprocess one file as the handler preprocesses one request body."""
     try:
@@ -188,7 +187,7 @@ def prepare_file(
         return ItemError(f"cannot read the file: {exc.strerror or exc}")
     try:
         seed = resolve_seed(mode, seed)
-        tensor, box = preprocess_bytes(data, config, mode, seed)
+        tensor, box = preprocess_bytes(data, config, mode, seed, region_decode)
     except ImageDecodeError as exc:
         return ItemError(str(exc))
     except Exception:  # a bug of ours, not the file's: this file fails, the others go on
@@ -344,13 +343,11 @@ def choose_format(requested: str | None, output: Path | None, stdout_is_tty: boo
 
 
 def seed_value(text: str) -> int:
+    """--seed, refused with the server's own message for a bad X-Seed."""
     try:
-        seed = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"seed must be an integer in [0, {MAX_SEED}], got {text!r}") from None
-    if not 0 <= seed <= MAX_SEED:
-        raise argparse.ArgumentTypeError(f"seed must be an integer in [0, {MAX_SEED}], got {seed}")
-    return seed
+        return parse_seed(text)
+    except ItemError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def positive(text: str) -> int:
@@ -386,7 +383,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         "--batch-size", type=positive, default=8, help="images per backend call (default: 8, the server's batchSize)"
     )
     parser.add_argument(
-        "--workers", type=positive, default=os.cpu_count() or 1, help="threads decoding images (default: one per core)"
+        "--workers", type=positive, default=usable_cpus(), help="threads decoding images (default: one per usable core)"
     )
     parser.add_argument(
         "--threads", type=positive, help="inference threads (default: as the server: cores / model-config minWorkers)"
@@ -437,7 +434,7 @@ def run(args: argparse.Namespace, stdout: TextIO | None = None, stderr: TextIO |
                 "answers may differ from the server's",
                 file=stderr,
             )
-        settings = HandlerSettings.from_model_config(model.config, os.cpu_count() or 1)
+        settings = HandlerSettings.from_model_config(model.config, usable_cpus())
         threads = args.threads or settings.threads
         torch.set_num_threads(threads)
         config = read_preprocess_config(model.folder, settings.max_image_pixels)
@@ -459,7 +456,7 @@ def run(args: argparse.Namespace, stdout: TextIO | None = None, stderr: TextIO |
         with ThreadPoolExecutor(args.workers, thread_name_prefix="decode") as pool:
 
             def prepare(path: Path):
-                return prepare_file(path, config, mode, args.seed, settings.max_body_bytes)
+                return prepare_file(path, config, mode, args.seed, settings.max_body_bytes, settings.region_decode)
 
             def answer(batch, items):
                 return answer_batch(batch, items, backend, labels, settings.topk)

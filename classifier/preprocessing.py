@@ -135,7 +135,11 @@ def decode_image(
         ImageDecodeError: with a message naming the problem, for anything that is
             not a complete image of a sane size.
     """
-    img = open_image(data, max_pixels)
+    return decode_opened(open_image(data, max_pixels), background)
+
+
+def decode_opened(img: Image.Image, background: tuple[int, int, int] = (255, 255, 255)) -> Image.Image:
+    """:func:`decode_image` for an image :func:`open_image` has already identified and size-checked."""
     with _decode_errors(), warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         img.load()  # decode now, so truncated files fail here rather than later
@@ -330,7 +334,9 @@ def preprocess_bytes(
         img = open_image(data, config.max_image_pixels)
         if _region_decodable(img, data):
             return _preprocess_jpeg_region(img, data, config, mode, rng, timings, started)
-    img = decode_image(data, config.max_image_pixels, config.background)
+        img = decode_opened(img, config.background)  # the header is already read and the size already checked
+    else:
+        img = decode_image(data, config.max_image_pixels, config.background)
     if timings is not None:
         timings["decode"] = time.perf_counter() - started
     return zoom_crop_pad(img, config, mode, rng)

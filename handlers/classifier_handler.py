@@ -31,11 +31,11 @@ from ts.utils.util import PredictionException
 
 from classifier import jpeg_region
 from classifier.backends import cpu_reason, load_backend, select_device
-from classifier.pipeline import crop_info, read_labels, read_preprocess_config, resolve_seed, response_body
+from classifier.pipeline import crop_info, parse_seed, read_labels, read_preprocess_config, resolve_seed, response_body
 from classifier.postprocessing import embedding_stats, error_body, error_dict, top_k_predictions
 from classifier.preprocessing import ImageDecodeError, preprocess_bytes
 from classifier.settings import HandlerSettings, usable_cpus
-from handlers.requests import RequestError, extract_image, find_seed, parse_seed
+from handlers.requests import RequestError, extract_image, find_seed
 from handlers.telemetry import ModelTelemetry
 
 logger = logging.getLogger(__name__)

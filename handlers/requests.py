@@ -8,7 +8,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from classifier.pipeline import MAX_SEED, ItemError, check_body_size
+from classifier.pipeline import ItemError, check_body_size
 
 # Request fields that may carry the image: the raw body ("body" for curl -T /
 # --data-binary), a multipart form field, or a gRPC input map entry.
@@ -20,20 +20,6 @@ BASE64_TEXT = re.compile(r"[A-Za-z0-9+/_-]+={0,2}")
 # One class for the handler and the core, so a refusal the core raises (an oversized body) is the same
 # status, message and metrics cause from the server and from `python -m classifier predict`.
 RequestError = ItemError
-
-
-def parse_seed(value: Any) -> int | None:
-    """The optional ``seed`` request parameter (form field, header or gRPC input) as an int."""
-    if value is None:
-        return None
-    text = value.decode("utf-8", "replace") if isinstance(value, (bytes, bytearray)) else str(value)
-    try:
-        seed = int(text.strip())
-    except ValueError:
-        raise RequestError(f"seed must be an integer in [0, {MAX_SEED}], got {text[:40]!r}", cause="invalid_seed") from None
-    if not 0 <= seed <= MAX_SEED:
-        raise RequestError(f"seed must be an integer in [0, {MAX_SEED}], got {seed}", cause="invalid_seed")
-    return seed
 
 
 def find_seed(request: Mapping[str, Any], headers: Mapping[str, Any] | None) -> Any:

@@ -2,8 +2,9 @@ import pytest
 import torch
 
 from classifier.backends import cpu_reason, select_device
+from classifier.pipeline import parse_seed
 from classifier.settings import HandlerSettings, cpu_quota, usable_cpus
-from handlers.requests import RequestError, extract_image, find_seed, parse_seed
+from handlers.requests import RequestError, extract_image, find_seed
 
 
 @pytest.mark.parametrize("raw,expected", [(None, None), (b"42", 42), ("7", 7), (0, 0), (bytearray(b" 9 "), 9)])
