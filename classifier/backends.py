@@ -182,6 +182,18 @@ def build_backend(kind: str, model_dir: Path, device: torch.device, threads: int
     return backend
 
 
+def torch_threads(backend_name: str, threads: int) -> int:
+    """How many threads torch's own (OpenMP) pool should have next to ``backend_name``.
+
+    Only the eager backend runs the network in torch. For the others torch does just the small preprocessing
+    tensors, and a second OpenMP thread costs more than it gives: libgomp spin-waits after every parallel region,
+    so that thread keeps a core busy while OpenVINO's or ONNX Runtime's own pool starts the next inference.
+    Measured on the 2-core dev box, batch-1 openvino-int8 right after a photo's preprocessing: 9.4 ms with 2 torch
+    threads, 6.4 ms with 1 (docs/optimization.md, section 5).
+    """
+    return threads if backend_name == "eager" else 1
+
+
 def _importable(module: str) -> bool:
     import importlib.util
 

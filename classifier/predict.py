@@ -42,7 +42,7 @@ import torch
 import yaml
 from PIL import Image
 
-from classifier.backends import BACKENDS, load_backend
+from classifier.backends import BACKENDS, load_backend, torch_threads
 from classifier.pipeline import (
     ItemError,
     check_body_size,
@@ -440,6 +440,7 @@ def run(args: argparse.Namespace, stdout: TextIO | None = None, stderr: TextIO |
         config = read_preprocess_config(model.folder, settings.max_image_pixels)
         labels = read_labels(model.folder)
         backend = load_backend(args.backend or settings.backend, model.folder, torch.device(args.device), threads)
+        torch.set_num_threads(torch_threads(backend.name, threads))
         # One pass before the clock starts, as the handler's initialize does, so lazy set-up is load time.
         backend(torch.zeros(1, 3, config.input_size, config.input_size))
     # Every backend has read its artifact by now, so the temporary copy of a .mar is gone already.

@@ -30,7 +30,7 @@ from ts.torch_handler.base_handler import BaseHandler
 from ts.utils.util import PredictionException
 
 from classifier import jpeg_region
-from classifier.backends import cpu_reason, load_backend, select_device
+from classifier.backends import cpu_reason, load_backend, select_device, torch_threads
 from classifier.pipeline import crop_info, parse_seed, read_labels, read_preprocess_config, resolve_seed, response_body
 from classifier.postprocessing import embedding_stats, error_body, error_dict, top_k_predictions
 from classifier.preprocessing import ImageDecodeError, preprocess_bytes
@@ -60,6 +60,7 @@ class ClassifierHandler(BaseHandler):
         self.labels = read_labels(model_dir)
         self.pool = ThreadPoolExecutor(self.settings.threads, thread_name_prefix="preprocess")
         self.backend = load_backend(self.settings.backend, model_dir, self.device, self.settings.threads)
+        torch.set_num_threads(torch_threads(self.backend.name, self.settings.threads))
         metadata = json.loads((model_dir / "metadata.json").read_text())
         self.telemetry = ModelTelemetry(context.model_name, self.labels, metadata.get("drift_reference"))
         self.telemetry.worker_started(context.metrics)
@@ -68,10 +69,11 @@ class ClassifierHandler(BaseHandler):
         self.backend(torch.zeros(1, 3, size, size))
         region = "off" if not self.settings.region_decode else "on" if jpeg_region.unavailable_reason() is None else "unavailable"
         logger.info(
-            "classifier ready: backend=%s device=%s threads=%d crop_mode=%s jpeg_region_decode=%s",
+            "classifier ready: backend=%s device=%s threads=%d torch_threads=%d crop_mode=%s jpeg_region_decode=%s",
             self.backend.name,
             self.device,
             self.settings.threads,
+            torch.get_num_threads(),
             self.settings.crop_mode,
             region,
         )

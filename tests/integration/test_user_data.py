@@ -10,6 +10,7 @@ One TorchServe serves the four archives side by side, each under its own model n
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -122,3 +123,14 @@ def test_weights_only_export_calibrates_on_a_fallback_and_says_so(capsys):
     images, source = calibration_images(metadata, 8)
     assert images and "fallback" in source and "no training data" in source
     assert "--calibration-data" in capsys.readouterr().err
+
+
+def test_torch_gives_its_cores_to_the_runtime_that_runs_the_network(served):
+    """Each worker's ready line: torch keeps one thread next to OpenVINO / ONNX Runtime (classifier.backends.torch_threads)."""
+    ts, _, _ = served
+    ready = [line for line in (ts.log_dir / "model_log.log").read_text().splitlines() if "classifier ready:" in line]
+    assert len(ready) >= 4, ready
+    for line in ready:
+        fields = dict(re.findall(r"(\w+)=(\S+)", line.split("classifier ready:", 1)[1]))
+        expected = fields["threads"] if fields["backend"] == "eager" else "1"
+        assert fields["torch_threads"] == expected, line

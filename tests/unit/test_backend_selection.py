@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from classifier.backends import ARTIFACTS, BACKENDS, cpu_flags, resolve_backend
+from classifier.backends import ARTIFACTS, BACKENDS, cpu_flags, resolve_backend, torch_threads
 
 CPU = torch.device("cpu")
 ALL_FILES = set(ARTIFACTS.values())
@@ -55,3 +55,10 @@ def test_cpu_flags_reads_the_flags_line(tmp_path):
     info.write_text("processor : 0\nflags\t\t: fpu avx512_vnni sse\n")
     assert cpu_flags(info) == {"fpu", "avx512_vnni", "sse"}
     assert cpu_flags(tmp_path / "missing") == set()
+
+
+def test_torch_keeps_its_threads_only_where_it_runs_the_network():
+    assert torch_threads("eager", 4) == 4
+    for kind in BACKENDS:
+        if kind != "eager":
+            assert torch_threads(kind, 4) == 1, kind
