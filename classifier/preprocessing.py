@@ -24,7 +24,7 @@ from typing import Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 from classifier import jpeg_region
 
@@ -143,8 +143,11 @@ def decode_opened(img: Image.Image, background: tuple[int, int, int] = (255, 255
     with _decode_errors(), warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         img.load()  # decode now, so truncated files fail here rather than later
-    with contextlib.suppress(Exception):  # a corrupt EXIF block should not cost the user the prediction
-        img = ImageOps.exif_transpose(img)
+    # ImageOps.exif_transpose's choice (a corrupt EXIF block keeps the image as stored, it does not cost the user the
+    # prediction), without its full-size copy of every unrotated image: 47 ms of a 12 MP photo's full decode.
+    method = exif_transpose_method(img)
+    if method is not None:
+        img = img.transpose(method)
     return to_rgb(img, background)
 
 

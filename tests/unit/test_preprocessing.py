@@ -1,9 +1,10 @@
+import io
 import random
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
 from classifier.preprocessing import (
     IMAGENET_MEAN,
@@ -162,6 +163,18 @@ def test_exif_orientation_is_applied():
     exif[0x0112] = 6  # rotate 90 CW for display
     out = decode_image(encode(img, "JPEG", exif=exif.tobytes(), quality=95))
     assert out.size == (20, 40)
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_exif_orientation_matches_pillows_exif_transpose(orientation, fmt):
+    # decode_image transposes by exif_transpose_method instead of calling ImageOps.exif_transpose (which copies
+    # every unrotated image): the pixels must stay Pillow's.
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    data = encode(random_image(37, 23, seed=orientation), fmt, exif=exif.tobytes())
+    expected = np.asarray(ImageOps.exif_transpose(Image.open(io.BytesIO(data))).convert("RGB"))
+    assert np.array_equal(np.asarray(decode_image(data)), expected)
 
 
 def test_animated_gif_uses_first_frame():
