@@ -131,7 +131,6 @@ def render_markdown(report: dict) -> str:
     """docs/benchmarks.md from the report dict that is also written as JSON."""
     s, m = report["settings"], report["machine"]
     raw, served = report["raw"], workload_rows(report["served"])
-    batch_sizes = sorted({r["batch_size"] for r in raw})
     lines = [
         "# Benchmarks: raw model, our endpoint, stock TorchServe",
         "",
@@ -145,6 +144,26 @@ def render_markdown(report: dict) -> str:
         f"locust headless over loopback, closed loop (each user sends its next image when the previous answer arrives). "
         f"{s['images']} generated images (PNG and JPEG, 64-1600 px), every answer validated. "
         "One image per request, so req/s and images/s compare directly.",
+    ]
+    if report["headline"]:  # absent with --only-photos: then only the workload section has numbers
+        lines += served_section(report, served)
+    if raw:
+        lines += raw_section(raw, s)
+    if report["headline"]:
+        lines += headline_section(report)
+    lines += workload_section(report)
+    lines += [
+        "",
+        "![throughput and p99 latency against concurrency](benchmarks.png)",
+        "",
+        "Raw numbers: [benchmarks.json](benchmarks.json). Methodology and commands: README, *Load tests and benchmarks*.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def served_section(report: dict, served: list[dict]) -> list[str]:
+    s = report["settings"]
+    lines = [
         "",
         "## Served endpoint",
         "",
@@ -168,7 +187,25 @@ def render_markdown(report: dict) -> str:
             f"| {c} | {_f(o.get('rps'))} | {_f(k.get('rps'))} | {_f(h['throughput_ours_over_stock'], '.2f', '×')} "
             f"| {pct(o)} | {pct(k)} | {o.get('failures', 'n/a')} / {k.get('failures', 'n/a')} |"
         )
-    lines += [
+    return lines
+
+
+def headline_section(report: dict) -> list[str]:
+    lines = ["", "## Headline", ""]
+    for h in report["headline"]:
+        lines.append(
+            f"- concurrency {h['concurrency']}: "
+            f"throughput ours / stock = **{_f(h['throughput_ours_over_stock'], '.2f', '×')}**, "
+            f"p99 stock / ours = {_f(h['p99_stock_over_ours'], '.2f', '×')}; "
+            f"served / raw model = {_f(h['served_over_raw_bs1'], '.0%')} of bs 1, "
+            f"{_f(h['served_over_raw_best'], '.0%')} of the best batch size."
+        )
+    return lines
+
+
+def raw_section(raw: list[dict], s: dict) -> list[str]:
+    batch_sizes = sorted({r["batch_size"] for r in raw})
+    lines = [
         "",
         f"## Raw model (in-process, {s['threads']} torch threads, random 3×{s['input_size']}×{s['input_size']} input)",
         "",
@@ -179,23 +216,7 @@ def render_markdown(report: dict) -> str:
         cells = [_f((find(raw, backend=backend, batch_size=b) or {}).get("images_per_s")) for b in batch_sizes]
         best = best_batch(raw, backend)
         lines.append(f"| {backend} | " + " | ".join(cells) + f" | {_f(best['images_per_s'])} at bs {best['batch_size']} |")
-    lines += ["", "## Headline", ""]
-    for h in report["headline"]:
-        lines.append(
-            f"- concurrency {h['concurrency']}: "
-            f"throughput ours / stock = **{_f(h['throughput_ours_over_stock'], '.2f', '×')}**, "
-            f"p99 stock / ours = {_f(h['p99_stock_over_ours'], '.2f', '×')}; "
-            f"served / raw model = {_f(h['served_over_raw_bs1'], '.0%')} of bs 1, "
-            f"{_f(h['served_over_raw_best'], '.0%')} of the best batch size."
-        )
-    lines += workload_section(report)
-    lines += [
-        "",
-        "![throughput and p99 latency against concurrency](benchmarks.png)",
-        "",
-        "Raw numbers: [benchmarks.json](benchmarks.json). Methodology and commands: README, *Load tests and benchmarks*.",
-    ]
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def workload_section(report: dict) -> list[str]:

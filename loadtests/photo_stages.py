@@ -6,7 +6,8 @@
 In-process: every stage of ``preprocess_bytes`` timed on its own (median over ``--repeats`` random crops of every
 image, one thread). With ``--server``: a private TorchServe on free loopback ports gets, one request at a time,
 a body of the photos' size that is not an image (answered 400 right after the worker reads it: the cost of moving
-the body through the Java frontend to the worker), the same with a 100-byte body, and the photos themselves.
+the body through the Java frontend to the worker), the same with a 100-byte body, and the photos themselves over
+HTTP and over gRPC (after 30 of each, so the frontend's JIT is warm).
 Writes nothing; prints Markdown tables for docs/optimization.md.
 """
 
@@ -100,7 +101,9 @@ def png_inflate_share(data: bytes) -> tuple[float, float]:
     return full, half
 
 
-def server_costs(mar: Path, photos: list[bytes], repeats: int, vmargs: str = "") -> list[tuple[str, float, float, float]]:
+def server_costs(
+    mar: Path, photos: list[bytes], repeats: int, vmargs: str = "", warmup: int = 30
+) -> list[tuple[str, float, float, float]]:
     """Per request kind: (name, wall p50 ms, Java frontend CPU ms, Python worker CPU ms), one request at a time."""
     import psutil
 
@@ -126,13 +129,26 @@ def server_costs(mar: Path, photos: list[bytes], repeats: int, vmargs: str = "")
             if resp.status != expect:
                 raise RuntimeError(f"expected HTTP {expect}, got {resp.status}")
 
+        from serving import grpc_client
+
+        stub = grpc_client.inference_pb2_grpc.InferenceAPIsServiceStub(
+            grpc_client.channel(url.hostname, int(ts.props["grpc_inference_port"]))
+        )
+
+        def grpc_predict(body: bytes) -> None:
+            stub.Predictions(grpc_client.predictions_request(body), timeout=60)
+
         for body, code in ((garbage_small, 400), (garbage_big, 400), (photos[0], 200)):
             post(body, code)  # warm the connection and the worker
+        for i in range(warmup):  # and the frontend's JIT, on both paths: the first requests cost it several times more
+            post(photos[i % len(photos)], 200)
+            grpc_predict(photos[i % len(photos)])
         rows = []
         kinds = [
             ("100 B non-image body (400)", lambda: post(garbage_small, 400)),
             (f"{size / 1e6:.1f} MB non-image body (400)", lambda: post(garbage_big, 400)),
             ("photo (200)", lambda: post(photos[next(cycle) % len(photos)], 200)),
+            ("photo over gRPC (200)", lambda: grpc_predict(photos[next(cycle) % len(photos)])),
         ]
         cycle = iter(range(10**6))
         for name, send in kinds:

@@ -202,6 +202,19 @@ def test_photo_rows_get_their_own_table_and_stay_out_of_the_headline():
     assert workload_section(report()) == []
 
 
+def test_an_only_photos_report_has_no_empty_tables():
+    r = report()
+    r["raw"], r["headline"] = [], []
+    r["served"] = [
+        {"server": "ours", "workload": "photos", "concurrency": 1, "requests": 50, "failures": 0, "rps": 25.0}
+        | {"p50_ms": 38.0, "p95_ms": 50.0, "p99_ms": 55.0}
+    ]
+    r["settings"]["workloads"] = {"photos": "build/loadtest_photos"}
+    md = render_markdown(r)
+    assert "## Served endpoint" not in md and "## Raw model" not in md and "## Headline" not in md
+    assert "| photos | 1 | ours | 25.0 | 38 / 50 / 55 | 0 |" in md
+
+
 def test_workload_levels_and_arguments():
     from loadtests.bench import get_args_parser, workload_levels
 
@@ -212,3 +225,20 @@ def test_workload_levels_and_arguments():
     assert [(w, c) for w, _, c in workload_levels(only)] == [("photos", 1), ("photos", 16)]
     with pytest.raises(SystemExit):
         get_args_parser().parse_args(["--workload", "nodir"])
+
+
+def test_cpu_split_reads_stage_means_from_torchserves_metrics_page():
+    from loadtests.cpu_split import stage_means
+
+    page = "\n".join(
+        [
+            "# TYPE classifier_stage_duration_seconds histogram",
+            'classifier_stage_duration_seconds_bucket{stage="decode",ModelName="classifier",Level="Model",le="0.005",} 3.0',
+            'classifier_stage_duration_seconds_sum{stage="decode",ModelName="classifier",Level="Model",} 0.06',
+            'classifier_stage_duration_seconds_count{stage="decode",ModelName="classifier",Level="Model",} 4.0',
+            'classifier_stage_duration_seconds_sum{stage="inference",ModelName="classifier",Level="Model",} 0.5',
+            'classifier_stage_duration_seconds_count{stage="inference",ModelName="classifier",Level="Model",} 0.0',
+            'ts_inference_latency_microseconds{model_name="classifier",} 1000.0',
+        ]
+    )
+    assert stage_means(page) == pytest.approx({"decode": 15.0})
