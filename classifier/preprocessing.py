@@ -144,7 +144,7 @@ def decode_opened(img: Image.Image, background: tuple[int, int, int] = (255, 255
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         img.load()  # decode now, so truncated files fail here rather than later
     # ImageOps.exif_transpose's choice (a corrupt EXIF block keeps the image as stored, it does not cost the user the
-    # prediction), without its full-size copy of every unrotated image: 47 ms of a 12 MP photo's full decode.
+    # prediction), without its full-size copy of every unrotated image (an unrotated 12 MP photo: 86 -> 64 CPU ms).
     method = exif_transpose_method(img)
     if method is not None:
         img = img.transpose(method)
