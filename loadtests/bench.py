@@ -480,6 +480,12 @@ def extra_workloads(args) -> dict[str, Path]:
     return {"photos": args.photo_dir, **dict(args.workload)}
 
 
+def display_path(path: Path) -> str:
+    """``path`` relative to the repository where it lies inside it, so the report names no machine's checkout."""
+    resolved = Path(path).resolve()
+    return str(resolved.relative_to(REPO)) if resolved.is_relative_to(REPO) else str(path)
+
+
 def workload_arg(text: str) -> tuple[str, Path]:
     name, sep, path = text.partition("=")
     if not sep or not name or not path or name == MIXED:
@@ -627,7 +633,7 @@ def main(args: argparse.Namespace) -> dict:
             "input_size": input_size,
             "images": images,
             "stock_handler": Path(handler).name if handler != "image_classifier" else handler,
-            "workloads": {name: str(path) for name, path in extra_workloads(args).items()},
+            "workloads": {name: display_path(path) for name, path in extra_workloads(args).items()},
             "photo_concurrency": args.photo_concurrency,
             "baseline_mar": str(args.baseline_mar) if args.baseline_mar else None,
         },

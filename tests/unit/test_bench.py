@@ -242,3 +242,10 @@ def test_cpu_split_reads_stage_means_from_torchserves_metrics_page():
         ]
     )
     assert stage_means(page) == pytest.approx({"decode": 15.0})
+
+
+def test_report_paths_are_relative_to_the_checkout(tmp_path):
+    from loadtests.bench import REPO, display_path
+
+    assert display_path(REPO / "build" / "loadtest_photos") == "build/loadtest_photos"
+    assert display_path(tmp_path) == str(tmp_path)
