@@ -44,7 +44,8 @@ FROM python:3.11-slim-bookworm AS cpu-base
 # hadolint ignore=DL3008
 RUN mkdir -p /usr/share/man/man1 \
  && apt-get update \
-# libjpeg62-turbo: the JPEG region decoder (classifier/native) links against it.
+# libjpeg62-turbo: the fallback of the JPEG region decoder (classifier/native), which first runs the libjpeg-turbo
+# inside Pillow's wheel (classifier/jpeg_region.py).
  && apt-get install -y --no-install-recommends \
       openjdk-17-jre-headless tini libjpeg62-turbo \
  && rm -rf /var/lib/apt/lists/* \

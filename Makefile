@@ -77,7 +77,7 @@ native: $(NATIVE_SO)
 $(NATIVE_SO): classifier/native/jpegregion.c
 	@test -f /usr/include/jpeglib.h && command -v $(CC) >/dev/null 2>&1 || { test "$$(id -u)" = 0 && command -v apt-get >/dev/null 2>&1 \
 	  && apt-get update -qq && apt-get install -y --no-install-recommends gcc libc6-dev libjpeg62-turbo-dev; } || true
-	$(CC) -O2 -Wall -shared -fPIC -o $@ $< -ljpeg \
+	$(CC) -O2 -Wall -shared -fPIC -o $@ $< -ldl \
 	  || echo "warning: $@ not built (needs gcc and libjpeg62-turbo-dev); JPEGs will be decoded in full" >&2
 
 # gRPC client stubs, generated from our .proto (never edited, never committed). The -I mapping

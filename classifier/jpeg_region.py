@@ -7,7 +7,9 @@ decode only the iMCU columns around it (``jpeg_crop_scanline``), and to stop aft
 identical to Pillow's full decode (tests/unit/test_jpeg_region.py checks that on many windows).
 
 The library is built by ``make native`` into ``classifier/_jpegregion.so`` and travels inside the model archive.
-Where it is missing, :func:`decode_region` returns None and callers fall back to Pillow; the reason is logged once.
+It is not linked to a libjpeg: :func:`libjpeg_candidates` chooses one at run time, the libjpeg-turbo inside
+Pillow's wheel first. Where none works, or the library is missing, :func:`decode_region` returns None and callers
+fall back to Pillow; the reason is logged once.
 """
 
 from __future__ import annotations
@@ -23,12 +25,14 @@ logger = logging.getLogger(__name__)
 
 LIBRARY_PATH = Path(__file__).with_name("_jpegregion.so")
 BUILD_HINT = "build it with `make native` (needs gcc and libjpeg62-turbo-dev: apt-get install -y gcc libjpeg62-turbo-dev)"
+LIBJPEG_HINT = "install Pillow's wheel (it bundles libjpeg-turbo) or Debian's: apt-get install -y libjpeg62-turbo"
 _OK, _ERROR, _UNSUPPORTED = 0, 1, 2
 _MESSAGE_BYTES = 256
 
 _lock = threading.Lock()
 _library: ctypes.CDLL | None = None
 _load_error: str | None = None
+_libjpeg: str | None = None
 _loaded = False
 
 
@@ -36,18 +40,42 @@ class JpegRegionError(ValueError):
     """libjpeg refused the data (corrupt or truncated inside the decoded rows)."""
 
 
+def libjpeg_candidates() -> list[str]:
+    """libjpeg-turbo builds with the 6.2 ABI of Debian's jpeglib.h, which the library is compiled against; best first.
+
+    First the one inside Pillow's wheel (``pillow.libs/libjpeg-<hash>.so.62.*``): the very decoder Pillow's full
+    decode runs, so both paths run the same code, and it is there wherever Pillow is pip-installed, the CUDA image
+    on Ubuntu included (whose own libjpeg is the 8.0 ABI). Then the system's ``libjpeg.so.62`` (Debian's
+    libjpeg62-turbo), for a Pillow built from source.
+    """
+    import PIL
+
+    bundled = sorted((Path(PIL.__file__).resolve().parent.parent / "pillow.libs").glob("libjpeg-*.so.62*"))
+    return [*(str(path) for path in bundled), "libjpeg.so.62"]
+
+
 def _load() -> ctypes.CDLL | None:
-    global _library, _load_error, _loaded
+    global _library, _load_error, _libjpeg, _loaded
     with _lock:
         if _loaded:
             return _library
         _loaded = True
         try:
             lib = ctypes.CDLL(str(LIBRARY_PATH))
-        except OSError as exc:  # not built, or libjpeg.so.62 missing on this machine
-            _load_error = f"{LIBRARY_PATH.name} cannot be loaded ({exc}); {BUILD_HINT}"
-            logger.warning("JPEG region decoding is off, every JPEG is decoded in full by Pillow: %s", _load_error)
-            return None
+        except OSError as exc:  # not built (or built for another C library)
+            return _off(f"{LIBRARY_PATH.name} cannot be loaded ({exc}); {BUILD_HINT}")
+        lib.jr_init.restype = ctypes.c_int
+        lib.jr_init.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_int]
+        failures = []
+        for candidate in libjpeg_candidates():
+            message = ctypes.create_string_buffer(_MESSAGE_BYTES)
+            if lib.jr_init(candidate.encode(), message, _MESSAGE_BYTES) == _OK:
+                _libjpeg = candidate
+                logger.info("JPEG region decoding runs %s", candidate)
+                break
+            failures.append(message.value.decode(errors="replace"))
+        else:
+            return _off(f"no usable libjpeg-turbo ({'; '.join(failures)}); {LIBJPEG_HINT}")
         lib.jr_decode_region.restype = ctypes.c_int
         lib.jr_decode_region.argtypes = [
             ctypes.c_void_p,
@@ -62,6 +90,19 @@ def _load() -> ctypes.CDLL | None:
         ]
         _library = lib
         return lib
+
+
+def _off(reason: str) -> None:
+    global _load_error
+    _load_error = reason
+    logger.warning("JPEG region decoding is off, every JPEG is decoded in full by Pillow: %s", reason)
+    return None
+
+
+def libjpeg_in_use() -> str | None:
+    """The libjpeg the region decoder runs (a path or soname), None while it is unavailable."""
+    _load()
+    return _libjpeg
 
 
 def unavailable_reason() -> str | None:

@@ -1,13 +1,18 @@
 /* Region decoding of a JPEG through libjpeg(-turbo)'s own API: decode only the rows and columns a window needs.
  *
- * Loaded with ctypes by classifier/jpeg_region.py; built by `make native` (cc -shared ... -ljpeg). It has no
- * Python dependency, so one build serves every interpreter, and errors come back as a return code and a
- * message instead of libjpeg's default exit(): error_exit longjmps back here.
+ * Loaded with ctypes by classifier/jpeg_region.py; built by `make native` (cc -shared ..., with libjpeg's headers
+ * but not linked to a libjpeg). It has no Python dependency, so one build serves every interpreter, and errors come
+ * back as a return code and a message instead of libjpeg's default exit(): error_exit longjmps back here.
+ *
+ * jr_init() binds the libjpeg functions by dlopen/dlsym from a path the caller chooses (RTLD_LOCAL: nothing else in
+ * the process sees them). jpeg_region.py passes the libjpeg-turbo inside Pillow's wheel first, so the region decode
+ * runs the very decoder Pillow's full decode runs, on any distribution, and Debian's libjpeg.so.62 after it.
  *
  * Identity with a full decode: libjpeg-turbo treats the edges of a cropped/skipped area as image edges when it
  * upsamples chroma, so the decoded area carries a margin of one iMCU on every side of the window (clamped to the
  * image) and only the window is copied out. Rows below the window are never entropy-decoded: the decode stops.
  */
+#include <dlfcn.h>
 #include <setjmp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,6 +21,46 @@
 #include <jpeglib.h>
 
 enum { JR_OK = 0, JR_ERROR = 1, JR_UNSUPPORTED = 2 };
+
+/* The libjpeg functions this file calls, bound by jr_init(). The macros below send every call through them. */
+#define JR_FUNCTIONS(X)                                                                                            \
+  X(jpeg_std_error) X(jpeg_CreateDecompress) X(jpeg_mem_src) X(jpeg_read_header) X(jpeg_start_decompress)        \
+  X(jpeg_crop_scanline) X(jpeg_skip_scanlines) X(jpeg_read_scanlines) X(jpeg_abort_decompress)                  \
+  X(jpeg_destroy_decompress)
+#define JR_FIELD(name) __typeof__(&name) name;
+static struct { JR_FUNCTIONS(JR_FIELD) } jr_lib;
+static int jr_bound = 0;
+
+/* Bind the functions from the libjpeg at `path` (a libjpeg-turbo with the ABI of the jpeglib.h this was compiled
+ * with). Returns JR_OK, or JR_ERROR with msg naming what failed. Call it once, before any jr_decode_region. */
+int jr_init(const char *path, char *msg, int msg_len) {
+  void *handle = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+  if (!handle) {
+    if (msg && msg_len > 0) snprintf(msg, (size_t)msg_len, "%s", dlerror());
+    return JR_ERROR;
+  }
+#define JR_BIND(name)                                                                                              \
+  *(void **)&jr_lib.name = dlsym(handle, #name);                                                                  \
+  if (!jr_lib.name) {                                                                                              \
+    if (msg && msg_len > 0) snprintf(msg, (size_t)msg_len, "%s has no %s (libjpeg-turbo >= 1.5 needed)", path, #name); \
+    dlclose(handle);                                                                                               \
+    return JR_ERROR;                                                                                               \
+  }
+  JR_FUNCTIONS(JR_BIND)
+  jr_bound = 1;
+  return JR_OK;
+}
+
+#define jpeg_std_error (*jr_lib.jpeg_std_error)
+#define jpeg_CreateDecompress (*jr_lib.jpeg_CreateDecompress)
+#define jpeg_mem_src (*jr_lib.jpeg_mem_src)
+#define jpeg_read_header (*jr_lib.jpeg_read_header)
+#define jpeg_start_decompress (*jr_lib.jpeg_start_decompress)
+#define jpeg_crop_scanline (*jr_lib.jpeg_crop_scanline)
+#define jpeg_skip_scanlines (*jr_lib.jpeg_skip_scanlines)
+#define jpeg_read_scanlines (*jr_lib.jpeg_read_scanlines)
+#define jpeg_abort_decompress (*jr_lib.jpeg_abort_decompress)
+#define jpeg_destroy_decompress (*jr_lib.jpeg_destroy_decompress)
 
 struct jr_error {
   struct jpeg_error_mgr pub;
@@ -50,6 +95,10 @@ int jr_decode_region(const unsigned char *data, unsigned long size, int x, int y
   unsigned char *volatile row = NULL; /* volatile: freed after a longjmp */
   volatile int status = JR_OK;
 
+  if (!jr_bound) {
+    if (msg && msg_len > 0) snprintf(msg, (size_t)msg_len, "jr_init was not called");
+    return JR_ERROR;
+  }
   memset(&cinfo, 0, sizeof(cinfo));
   cinfo.err = jpeg_std_error(&err.pub);
   err.pub.error_exit = jr_error_exit;

@@ -125,12 +125,16 @@ def test_weights_only_export_calibrates_on_a_fallback_and_says_so(capsys):
     assert "--calibration-data" in capsys.readouterr().err
 
 
-def test_torch_gives_its_cores_to_the_runtime_that_runs_the_network(served):
-    """Each worker's ready line: torch keeps one thread next to OpenVINO / ONNX Runtime (classifier.backends.torch_threads)."""
+def test_workers_report_their_threads_and_jpeg_region_decoding(served):
+    """Each worker's ready line: torch keeps one thread next to OpenVINO / ONNX Runtime (classifier.backends.torch_threads),
+    and the archive's region decoder loaded inside TorchServe's worker, with the libjpeg-turbo of Pillow's wheel."""
     ts, _, _ = served
-    ready = [line for line in (ts.log_dir / "model_log.log").read_text().splitlines() if "classifier ready:" in line]
+    log = (ts.log_dir / "model_log.log").read_text()
+    ready = [line for line in log.splitlines() if "classifier ready:" in line]
     assert len(ready) >= 4, ready
     for line in ready:
         fields = dict(re.findall(r"(\w+)=(\S+)", line.split("classifier ready:", 1)[1]))
         expected = fields["threads"] if fields["backend"] == "eager" else "1"
         assert fields["torch_threads"] == expected, line
+        assert fields["jpeg_region_decode"] == "on", line
+    assert re.search(r"JPEG region decoding runs \S*pillow\.libs/libjpeg-", log), "the worker did not say which libjpeg it runs"

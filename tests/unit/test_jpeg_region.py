@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import logging
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -207,3 +208,43 @@ def test_missing_library_falls_back_with_one_logged_reason(monkeypatch, tmp_path
     warnings = [r for r in caplog.records if "region decoding is off" in r.getMessage()]
     assert len(warnings) == 1 and "make native" in warnings[0].getMessage()
     assert "make native" in (jpeg_region.unavailable_reason() or "")
+
+
+@pytest.fixture
+def fresh_loader(monkeypatch):
+    """An unloaded jpeg_region; afterwards the next call loads again with the default choice of libjpeg."""
+
+    def reset():
+        jpeg_region._loaded, jpeg_region._library, jpeg_region._load_error, jpeg_region._libjpeg = False, None, None, None
+
+    reset()
+    yield monkeypatch
+    monkeypatch.undo()
+    reset()
+
+
+def test_the_region_decoder_runs_pillows_own_libjpeg():
+    """With Pillow from its wheel, both decodes run the same libjpeg-turbo: no system library is needed."""
+    in_use = jpeg_region.libjpeg_in_use()
+    assert in_use is not None and "pillow.libs" in in_use, in_use
+    assert Path(in_use).exists()
+
+
+def test_debians_libjpeg_gives_the_same_pixels(fresh_loader):
+    # The fallback for a Pillow built from source: Debian's libjpeg-turbo 2.1.5 against Pillow's own (3.x).
+    fresh_loader.setattr(jpeg_region, "libjpeg_candidates", lambda: ["libjpeg.so.62"])
+    assert jpeg_region.libjpeg_in_use() == "libjpeg.so.62", jpeg_region.unavailable_reason()
+    for name, options in FLAVOURS.items():
+        assert_windows_identical(jpeg(photo_like(245, 170, seed=3), **options), count=12, seed=len(name))
+
+
+def test_no_usable_libjpeg_falls_back_with_the_install_command(fresh_loader, caplog):
+    fresh_loader.setattr(jpeg_region, "libjpeg_candidates", lambda: ["/nonexistent/libjpeg.so.62"])
+    data = jpeg(photo_like(300, 200, seed=13))
+    with caplog.at_level(logging.WARNING, logger="classifier.jpeg_region"):
+        region, _ = preprocess_bytes(data, CFG, "random", seed=5)
+    full, _ = preprocess_bytes(data, CFG, "random", seed=5, region_decode=False)
+    assert region.equal(full)
+    reason = jpeg_region.unavailable_reason() or ""
+    assert "/nonexistent/libjpeg.so.62" in reason and "apt-get install -y libjpeg62-turbo" in reason
+    assert any("region decoding is off" in r.getMessage() for r in caplog.records)
