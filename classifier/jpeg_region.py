@@ -1,7 +1,7 @@
 """Decode one window of a JPEG without decoding the rest of it.
 
 A 12 MP phone photo needs ~70 ms for a full decode on one core, yet the network sees a window of about 67x67
-source pixels. ``native/jpegregion.c`` asks libjpeg-turbo (Debian's ``libjpeg62-turbo``) to skip the rows above
+source pixels. ``native/jpegregion.c`` asks libjpeg-turbo to skip the rows above
 the window (``jpeg_skip_scanlines``: entropy-decoded but neither IDCT'd nor upsampled nor colour converted), to
 decode only the iMCU columns around it (``jpeg_crop_scanline``), and to stop after its last row. The pixels are
 identical to Pillow's full decode (tests/unit/test_jpeg_region.py checks that on many windows).
