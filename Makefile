@@ -70,9 +70,10 @@ lock-check: | $(STAMP)
 	@tmp=$$(mktemp) && cp requirements.lock $$tmp && $(PIP_COMPILE) --output-file $$tmp requirements.txt \
 	  && diff -u requirements.lock $$tmp && echo "requirements.lock is up to date"
 
-# JPEG region decoder (classifier/jpeg_region.py): a small C library, compiled with Debian's jpeglib.h, that decodes only
-# the pixels a crop needs (at run time it binds Pillow's bundled libjpeg-turbo). Installs its build deps with apt when root; if it still cannot be built, the server
-# decodes every JPEG in full with Pillow (logged once), so this never fails the install.
+# JPEG region decoder (classifier/jpeg_region.py): a small C library, compiled with Debian's jpeglib.h, that decodes
+# only the pixels a crop needs (at run time it binds Pillow's bundled libjpeg-turbo). Installs its build deps with apt
+# when root; if it still cannot be built, the server decodes every JPEG in full with Pillow (logged once), so this
+# never fails the install.
 native: $(NATIVE_SO)
 $(NATIVE_SO): classifier/native/jpegregion.c
 	@test -f /usr/include/jpeglib.h && command -v $(CC) >/dev/null 2>&1 || { test "$$(id -u)" = 0 && command -v apt-get >/dev/null 2>&1 \
