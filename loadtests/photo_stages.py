@@ -107,6 +107,7 @@ def server_costs(
     """Per request kind: (name, wall p50 ms, Java frontend CPU ms, Python worker CPU ms), one request at a time."""
     import psutil
 
+    from loadtests.cpu_split import process_cpu
     from serving.launcher import REPO, TorchServeProcess, loopback_overrides
 
     overrides = {**loopback_overrides(mar.parent, f"classifier={mar.name}"), **({"vmargs": vmargs} if vmargs else {})}
@@ -119,8 +120,7 @@ def server_costs(
         server = psutil.Process(ts.proc.pid).children(recursive=True)
 
         def cpu(kind: str) -> float:
-            procs = [p for p in server if ("java" in p.name()) == (kind == "java")]
-            return sum(sum(p.cpu_times()[:2]) for p in procs)
+            return process_cpu(server, java=kind == "java")
 
         def post(body: bytes, expect: int) -> None:
             conn.request("POST", "/predictions/classifier", body=body, headers={"Content-Type": "application/octet-stream"})

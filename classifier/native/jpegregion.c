@@ -39,14 +39,17 @@ int jr_init(const char *path, char *msg, int msg_len) {
     if (msg && msg_len > 0) snprintf(msg, (size_t)msg_len, "%s", dlerror());
     return JR_ERROR;
   }
+  /* Bound into a copy first, so a library missing a function leaves the table of an earlier jr_init intact. */
+  struct { JR_FUNCTIONS(JR_FIELD) } bound;
 #define JR_BIND(name)                                                                                              \
-  *(void **)&jr_lib.name = dlsym(handle, #name);                                                                  \
-  if (!jr_lib.name) {                                                                                              \
+  *(void **)&bound.name = dlsym(handle, #name);                                                                   \
+  if (!bound.name) {                                                                                               \
     if (msg && msg_len > 0) snprintf(msg, (size_t)msg_len, "%s has no %s (libjpeg-turbo >= 1.5 needed)", path, #name); \
     dlclose(handle);                                                                                               \
     return JR_ERROR;                                                                                               \
   }
   JR_FUNCTIONS(JR_BIND)
+  memcpy(&jr_lib, &bound, sizeof(jr_lib));
   jr_bound = 1;
   return JR_OK;
 }

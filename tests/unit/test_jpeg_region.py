@@ -6,6 +6,7 @@ for every JPEG flavour a phone or an encoder produces, and every crop the handle
 
 from __future__ import annotations
 
+import ctypes
 import io
 import logging
 import random
@@ -248,3 +249,12 @@ def test_no_usable_libjpeg_falls_back_with_the_install_command(fresh_loader, cap
     reason = jpeg_region.unavailable_reason() or ""
     assert "/nonexistent/libjpeg.so.62" in reason and "apt-get install -y libjpeg62-turbo" in reason
     assert any("region decoding is off" in r.getMessage() for r in caplog.records)
+
+
+def test_a_library_without_libjpeg_leaves_the_bound_decoder_working():
+    lib = jpeg_region._load()
+    assert lib is not None, jpeg_region.unavailable_reason()
+    message = ctypes.create_string_buffer(256)
+    assert lib.jr_init(b"libc.so.6", message, 256) != 0  # opens, but has no jpeg_std_error
+    assert b"libc.so.6 has no jpeg_std_error" in message.value
+    assert_windows_identical(jpeg(photo_like(245, 170, seed=21)), count=12, seed=21)
