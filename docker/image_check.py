@@ -4,11 +4,13 @@
     python docker/image_check.py [--flavour cpu|gpu] [--engine podman|docker] [--keep]
 
 Steps, each printed with its duration:
-1. the engine: docker when its daemon answers, else podman (ENGINE= / --engine to choose). For podman it writes
+1. the engine: the one that answers (`docker info`, then `podman info`), said with the reason (ENGINE= / --engine to
+   choose); neither answering is an error naming `make container-tools`. For podman it writes
    build/image-check/containers.conf (cgroupfs, file events, runc, nofile within the hard limit) and uses it;
 2. the base image: used when present, else pulled, else a stand-in made from Debian bookworm packages with
    debootstrap (root) and imported under the base's name, labelled so the report says which one ran;
-3. the torch wheel index: the flavour's default when it answers from here, else PyPI (said so);
+3. the torch requirements (build arg TORCH_REQUIREMENTS): the flavour's default, but for the cpu flavour, whose
+   docker/torch-cpu.txt needs PyTorch's CPU wheel index, docker/torch-pypi.lock when that index does not answer;
 4. the build, in the docker format (podman's OCI format drops the HEALTHCHECK), with the host's CA bundle
    bind-mounted for pip (PIP_CERT) when the engine is podman (a TLS-inspecting proxy needs it);
 5. a container publishing 8080 on 127.0.0.1 only (a random port: the machine is shared): /ping, readiness through
@@ -39,8 +41,13 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 WORK = REPO / "build" / "image-check"
-TORCH_INDEX = {"cpu": "https://download.pytorch.org/whl/cpu", "gpu": "https://pypi.org/simple"}
-FALLBACK_INDEX = "https://pypi.org/simple"
+# The torch stage's requirements per flavour (the Dockerfile's TORCH_REQUIREMENTS defaults), and the fallback.
+TORCH_REQUIREMENTS = {"cpu": "docker/torch-cpu.txt", "gpu": "docker/torch-pypi.lock"}
+FALLBACK_TORCH_REQUIREMENTS = "docker/torch-pypi.lock"
+CONTAINER_TOOLS = (
+    "`make container-tools` (apt-get install podman buildah runc debootstrap netavark aardvark-dns "
+    "containernetworking-plugins iptables uidmap curl catatonit)"
+)
 # What debootstrap adds to bookworm's minbase so that the stand-in offers what the real base offers to the
 # Dockerfile: python 3.11 with venv for the slim image; nothing for the CUDA base, whose apt step installs Python.
 STANDIN_PACKAGES = {"cpu": ["python3.11", "python3.11-venv", "python3-venv", "python-is-python3", "ca-certificates"], "gpu": []}
@@ -55,21 +62,38 @@ SAMPLE = REPO / "docs" / "sample.png"
 
 
 # ---------------------------------------------------------------- pure parts (unit-tested)
-def choose_engine(requested: str | None, docker_daemon: bool, podman_present: bool) -> str:
-    """The engine to use: the requested one, else docker with a live daemon, else podman."""
+def choose_engine(requested: str | None, answers: dict[str, str | None]) -> tuple[str, str]:
+    """The engine to use and why: the requested one, else the first of docker and podman that answers.
+
+    Args:
+        requested: ENGINE / --engine, or None.
+        answers: for "docker" and "podman", None when `<engine> info` succeeded, else why not ("not installed", or
+            what it printed). A docker client on PATH with no daemon behind it does not answer.
+    """
     if requested:
         if requested not in {"docker", "podman"}:
             raise ValueError(f"Invalid engine {requested!r}. Only docker and podman are supported.")
-        return requested
-    if docker_daemon:
-        return "docker"
-    if podman_present:
-        return "podman"
-    raise RuntimeError(
-        "no container engine: no docker daemon answers and podman is not installed. Install podman with "
-        "`make container-tools` (apt-get install podman buildah runc debootstrap netavark aardvark-dns "
-        "containernetworking-plugins iptables uidmap curl)"
-    )
+        return requested, "asked for"
+    for engine in ("docker", "podman"):
+        if answers.get(engine) is None:
+            others = [f"{e}: {why}" for e, why in answers.items() if why is not None]
+            return engine, f"`{engine} info` answered" + (f" ({'; '.join(others)})" if others else "")
+    reasons = "; ".join(f"{e}: {why}" for e, why in answers.items())
+    raise RuntimeError(f"no container engine answers ({reasons}). Install podman with {CONTAINER_TOOLS}")
+
+
+def engine_answers(engine: str) -> str | None:
+    """None when `<engine> info` succeeds, else why not, in a few words."""
+    if not shutil.which(engine):
+        return "not installed"
+    try:
+        out = subprocess.run([engine, "info"], capture_output=True, text=True, timeout=30)
+    except subprocess.TimeoutExpired:
+        return "`info` did not answer in 30 s"
+    if out.returncode == 0:
+        return None
+    last = (out.stderr.strip() or out.stdout.strip()).splitlines()[-1:] or [f"exit {out.returncode}"]
+    return f"`{engine} info` failed: {last[0][:160]}"
 
 
 def containers_conf(hard_nofile: int, hard_nproc: int) -> str:
@@ -106,8 +130,17 @@ def qualified(image: str) -> str:
     return f"docker.io/{image}" if "/" in image else f"docker.io/library/{image}"
 
 
-def build_command(engine: str, flavour: str, tag: str, torch_index: str, ca_bundle: Path | None) -> list[str]:
-    cmd = [engine, "build", "--build-arg", f"FLAVOUR={flavour}", "--build-arg", f"TORCH_INDEX_URL={torch_index}", "-t", tag]
+def build_command(engine: str, flavour: str, tag: str, torch_requirements: str, ca_bundle: Path | None) -> list[str]:
+    cmd = [
+        engine,
+        "build",
+        "--build-arg",
+        f"FLAVOUR={flavour}",
+        "--build-arg",
+        f"TORCH_REQUIREMENTS={torch_requirements}",
+        "-t",
+        tag,
+    ]
     if engine == "podman":
         # --pull=never: the base is local by now (pulled or stand-in); --network host: the build's pip
         # reaches what the host reaches; docker format: OCI would drop the HEALTHCHECK.
@@ -115,6 +148,12 @@ def build_command(engine: str, flavour: str, tag: str, torch_index: str, ca_bund
         if ca_bundle:
             cmd += ["--volume", f"{ca_bundle}:{CA_IN_BUILD}:ro", "--build-arg", f"PIP_CERT={CA_IN_BUILD}"]
     return [*cmd, str(REPO)]
+
+
+def index_url(requirements: str) -> str | None:
+    """The `--index-url` a requirements file sets, if any."""
+    match = re.search(r"^\s*(?:--index-url|-i)[=\s]+(\S+)", requirements, flags=re.M)
+    return match.group(1) if match else None
 
 
 def published_port(port_output: str) -> int:
@@ -269,27 +308,32 @@ class Check:
         self.facts["base"] = "stand-in, built"
         self.say(f"base: {base} (stand-in: {what})")
 
-    def torch_index(self, requested: str | None) -> str:
-        index = requested or TORCH_INDEX[self.flavour]
-        try:
-            with urllib.request.urlopen(f"{index.rstrip('/')}/torch/", timeout=15) as resp:
-                reachable = resp.status == 200
-        except OSError as exc:
-            self.say(f"{index} does not answer from here ({exc})")
-            reachable = False
-        if not reachable and not requested:
-            self.say(f"building with TORCH_INDEX_URL={FALLBACK_INDEX} instead (PyPI's torch is the CUDA build: a larger image)")
-            index = FALLBACK_INDEX
-        self.facts["torch index"] = index
-        return index
+    def torch_requirements(self, requested: str | None) -> str:
+        chosen = requested or TORCH_REQUIREMENTS[self.flavour]
+        index = index_url((REPO / chosen).read_text())
+        if index and not requested:
+            try:
+                with urllib.request.urlopen(f"{index.rstrip('/')}/torch/", timeout=15) as resp:
+                    reachable = resp.status == 200
+            except OSError as exc:
+                self.say(f"{index} ({chosen}) does not answer from here ({exc})")
+                reachable = False
+            if not reachable:
+                self.say(
+                    f"building with TORCH_REQUIREMENTS={FALLBACK_TORCH_REQUIREMENTS} instead"
+                    " (PyPI's torch is the CUDA build: a larger image)"
+                )
+                chosen = FALLBACK_TORCH_REQUIREMENTS
+        self.facts["torch"] = chosen
+        return chosen
 
-    def build(self, torch_index: str) -> None:
+    def build(self, torch_requirements: str) -> None:
         archive = REPO / "model_store" / "classifier.mar"
         if not archive.exists():
             raise RuntimeError(f"{archive} is missing: run `make archive` first (make image-check does)")
         ca = CA_BUNDLE if self.engine == "podman" and CA_BUNDLE.exists() else None
         started = time.monotonic()
-        cmd = build_command(self.engine, self.flavour, self.tag, torch_index, ca)
+        cmd = build_command(self.engine, self.flavour, self.tag, torch_requirements, ca)
         self.say(" ".join(cmd))
         log = WORK / f"build-{self.flavour}.log"
         with log.open("w") as out:
@@ -382,7 +426,7 @@ class Check:
         return "| " + " | ".join(cells) + " |"
 
 
-COLUMNS = ("base", "torch index", "build", "image size", "ping / ready", "not ready while ping 200", "stop")
+COLUMNS = ("base", "torch", "build", "image size", "ping / ready", "not ready while ping 200", "stop")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -392,16 +436,26 @@ def main(argv: list[str] | None = None) -> int:
         "--engine", default=os.environ.get("ENGINE") or None, help="docker or podman (default: ENGINE, else found)"
     )
     parser.add_argument("--tag", help="image tag (default: resnet-classifier:<flavour>)")
-    parser.add_argument("--torch-index", help="torch wheel index (default: the flavour's, else PyPI when unreachable)")
+    parser.add_argument(
+        "--torch-requirements", help="the torch stage's file (default: the flavour's, cpu falling back to PyPI's lock)"
+    )
+    parser.add_argument("--which-engine", action="store_true", help="print the engine that would be used, and exit")
     args = parser.parse_args(argv)
-    docker_daemon = bool(shutil.which("docker")) and subprocess.run(["docker", "info"], capture_output=True).returncode == 0
-    engine = choose_engine(args.engine, docker_daemon, bool(shutil.which("podman")))
+    try:
+        engine, why = choose_engine(args.engine, {e: engine_answers(e) for e in ("docker", "podman")})
+    except (RuntimeError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.which_engine:
+        print(engine)
+        return 0
     check = Check(engine, args.flavour, args.tag or f"resnet-classifier:{args.flavour}")
+    check.say(f"engine: {engine} ({why})")
     WORK.mkdir(parents=True, exist_ok=True)
     try:
         check.configure_engine()
         check.ensure_base()
-        check.build(check.torch_index(args.torch_index))
+        check.build(check.torch_requirements(args.torch_requirements))
         check.serve_and_check()
     except (RuntimeError, ValueError, subprocess.SubprocessError) as exc:
         check.failures.append(str(exc).splitlines()[0])

@@ -8,6 +8,7 @@ import ast
 import fnmatch
 import importlib.util
 import json
+import os
 import re
 import subprocess
 import sys
@@ -134,17 +135,32 @@ def test_launcher_stays_stdlib_only():
     assert "COPY serving/__init__.py serving/launcher.py /home/model-server/serving/" in (REPO / "Dockerfile").read_text()
 
 
-def test_torch_index_is_a_build_arg_defaulting_to_cpu_wheels_and_the_pinned_versions(dockerfile):
-    install = f'--index-url "${{TORCH_INDEX_URL}}" torch=={pinned("torch")} torchvision=={pinned("torchvision")}'
-    defaults = {"cpu": f"TORCH_INDEX_URL={CPU_INDEX}", "gpu": "TORCH_INDEX_URL=https://pypi.org/simple"}
+def test_torch_requirements_are_a_build_arg_defaulting_to_cpu_wheels_and_the_pinned_versions(dockerfile):
+    install = "--no-deps -r /tmp/torch-requirements.txt"
+    defaults = {"cpu": "TORCH_REQUIREMENTS=docker/torch-cpu.txt", "gpu": "TORCH_REQUIREMENTS=docker/torch-pypi.lock"}
     for flavour, default in defaults.items():
         stage = dockerfile[f"{flavour}-torch"]
         assert ("ARG", default) in stage["steps"]
+        assert ("COPY", "${TORCH_REQUIREMENTS} /tmp/torch-requirements.txt") in stage["steps"]
         assert install in " ".join(a for k, a in stage["steps"] if k == "RUN")
+    cpu = (REPO / "docker/torch-cpu.txt").read_text().splitlines()
+    assert f"--index-url {CPU_INDEX}" in cpu
+    assert f"torch=={pinned('torch')}+cpu" in cpu and f"torchvision=={pinned('torchvision')}+cpu" in cpu
+    gpu = (REPO / "docker/torch-pypi.lock").read_text()
+    assert f"torch=={pinned('torch')} " in gpu and f"torchvision=={pinned('torchvision')} " in gpu
     assert dockerfile["cpu-base"]["from"].startswith("python:3.11-slim")
     for stage in ("cpu-base", "gpu-base"):
         assert "openjdk-17-jre-headless" in last(dockerfile[stage], "RUN")
     assert "python3.11" in last(dockerfile["gpu-base"], "RUN")
+
+
+def test_the_image_installs_its_lock_and_resolves_nothing(dockerfile):
+    """The serving tail installs docker/requirements-serve.lock's hashed pins only, then proves them complete."""
+    runs = " ".join(a for k, a in dockerfile["image"]["steps"] if k == "RUN")
+    assert "pip install --no-cache-dir --no-deps --require-hashes -r /tmp/requirements-serve.lock && pip check" in runs
+    assert ("COPY", "docker/requirements-serve.lock /tmp/requirements-serve.lock") in dockerfile["image"]["steps"]
+    every_install = [a for stage in dockerfile.values() for k, a in stage["steps"] if k == "RUN" and "pip install" in a]
+    assert every_install and all("--no-deps" in a for a in every_install), every_install
 
 
 def test_gpu_base_matches_torch_cuda_build(dockerfile):
@@ -177,6 +193,8 @@ def test_build_context_has_what_the_dockerfile_copies_and_nothing_heavy(dockerfi
         for src in args.split()[:-1]
     ]
     assert "model_store/classifier.mar" in sources
+    # The torch stage copies the file its build arg names: each choice image_check.py makes must be in the context.
+    sources = [s for s in sources if s != "${TORCH_REQUIREMENTS}"] + ["docker/torch-cpu.txt", "docker/torch-pypi.lock"]
     for src in sources:
         assert not dockerignored(src, patterns), f"{src} is copied but .dockerignore leaves it out"
         assert src == "model_store/classifier.mar" or (REPO / src).exists(), src
@@ -203,8 +221,8 @@ def test_build_context_has_what_the_dockerfile_copies_and_nothing_heavy(dockerfi
         # podman: the docker format keeps the HEALTHCHECK
         (["image", "ENGINE=podman"], "podman build --format docker -t resnet-classifier:cpu ."),
         (
-            ["image-gpu", "ENGINE=podman", "TORCH_INDEX_URL=https://mirror.example/whl"],
-            "podman build --format docker --build-arg TORCH_INDEX_URL=https://mirror.example/whl --build-arg FLAVOUR=gpu "
+            ["image-gpu", "ENGINE=podman", "TORCH_REQUIREMENTS=docker/torch-pypi.lock"],
+            "podman build --format docker --build-arg TORCH_REQUIREMENTS=docker/torch-pypi.lock --build-arg FLAVOUR=gpu "
             "-t resnet-classifier:gpu .",
         ),
         (["image-check", "ENGINE=podman"], ".venv/bin/python docker/image_check.py --engine podman"),
@@ -221,3 +239,23 @@ def test_readiness_waits_for_the_models_that_load_models_names():
     assert entrypoint.model_names({"load_models": "classifier=classifier.mar"}) == ["classifier"]
     assert entrypoint.model_names({"load_models": "a.mar, b=x.mar"}) == ["a", "b"]
     assert entrypoint.model_names({"load_models": "all"}) == []  # then: every registered model
+
+
+def test_make_picks_the_engine_that_answers_not_the_client_on_path(tmp_path):
+    """A docker client whose daemon does not answer loses to a podman whose `info` works; neither is an error."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "docker").write_text("#!/bin/sh\necho 'Cannot connect to the Docker daemon' >&2\nexit 1\n")
+    (bin_dir / "podman").write_text("#!/bin/sh\nexit 0\n")
+    for tool in bin_dir.iterdir():
+        tool.chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if k not in {"MAKEFLAGS", "MFLAGS", "MAKELEVEL", "ENGINE"}}
+    env["PATH"] = f"{bin_dir}:{os.environ['PATH']}"
+    cmd = ["make", "-n", "--no-print-directory", "-o", "model_store/classifier.mar", "-o", ".venv/.installed", "image"]
+    out = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+    assert (
+        out.returncode == 0 and out.stdout.strip().splitlines()[-1] == "podman build --format docker -t resnet-classifier:cpu ."
+    ), out.stderr
+    (bin_dir / "podman").write_text("#!/bin/sh\necho 'cannot connect to podman' >&2\nexit 125\n")
+    out = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode != 0 and "make container-tools" in out.stderr, out.stdout + out.stderr

@@ -23,24 +23,53 @@ ANSWER = {
 }
 
 
+NO = "not installed"
+DEAD = "`docker info` failed: Cannot connect to the Docker daemon"
+
+
 @pytest.mark.parametrize(
-    ("requested", "docker_daemon", "podman", "expected"),
+    ("requested", "docker", "podman", "expected"),
     [
-        (None, True, True, "docker"),
-        (None, False, True, "podman"),
-        ("podman", True, True, "podman"),
-        ("docker", False, False, "docker"),
+        (None, None, None, "docker"),
+        (None, DEAD, None, "podman"),  # a docker client on PATH with no daemon: podman, which answers
+        (None, NO, None, "podman"),
+        ("podman", None, None, "podman"),
+        ("docker", NO, NO, "docker"),
     ],
 )
-def test_engine_choice(requested, docker_daemon, podman, expected):
-    assert image_check.choose_engine(requested, docker_daemon, podman) == expected
+def test_engine_choice(requested, docker, podman, expected):
+    assert image_check.choose_engine(requested, {"docker": docker, "podman": podman})[0] == expected
+
+
+def test_engine_choice_says_why():
+    engine, why = image_check.choose_engine(None, {"docker": DEAD, "podman": None})
+    assert engine == "podman" and "`podman info` answered" in why and "Cannot connect to the Docker daemon" in why
 
 
 def test_engine_choice_names_what_to_install_or_choose():
-    with pytest.raises(RuntimeError, match="apt-get install podman"):
-        image_check.choose_engine(None, False, False)
+    with pytest.raises(RuntimeError, match="make container-tools.*apt-get install podman"):
+        image_check.choose_engine(None, {"docker": DEAD, "podman": NO})
     with pytest.raises(ValueError, match="Only docker and podman"):
-        image_check.choose_engine("nerdctl", True, True)
+        image_check.choose_engine("nerdctl", {"docker": None, "podman": None})
+
+
+def test_engine_answers_only_when_info_succeeds(tmp_path, monkeypatch):
+    """A client whose `info` fails (docker without a daemon) does not answer; a missing one is not installed."""
+    fake = tmp_path / "docker"
+    fake.write_text("#!/bin/sh\necho 'Cannot connect to the Docker daemon at unix:///var/run/docker.sock' >&2\nexit 1\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert "Cannot connect to the Docker daemon" in image_check.engine_answers("docker")
+    assert image_check.engine_answers("podman") == "not installed"
+    fake.write_text("#!/bin/sh\nexit 0\n")
+    assert image_check.engine_answers("docker") is None
+
+
+def test_the_torch_requirements_name_their_index():
+    assert image_check.index_url((REPO / "docker/torch-cpu.txt").read_text()) == "https://download.pytorch.org/whl/cpu"
+    assert image_check.index_url((REPO / "docker/torch-pypi.lock").read_text()) is None
+    for path in (*image_check.TORCH_REQUIREMENTS.values(), image_check.FALLBACK_TORCH_REQUIREMENTS):
+        assert (REPO / path).is_file(), path
 
 
 def test_containers_conf_keeps_nofile_within_the_hard_limit():
@@ -72,14 +101,14 @@ def test_qualified_names(name, full):
 
 
 def test_podman_build_keeps_the_healthcheck_and_reaches_pip_through_the_host():
-    cmd = image_check.build_command("podman", "gpu", "t:gpu", "https://pypi.org/simple", Path("/ca.crt"))
+    cmd = image_check.build_command("podman", "gpu", "t:gpu", "docker/torch-pypi.lock", Path("/ca.crt"))
     assert cmd[:2] == ["podman", "build"] and cmd[-1] == str(REPO)
     text = " ".join(cmd)
-    for part in ("--format docker", "--pull=never", "--network host", "FLAVOUR=gpu", "TORCH_INDEX_URL=https://pypi.org/simple"):
+    for part in ("--format docker", "--pull=never", "--network host", "FLAVOUR=gpu", "TORCH_REQUIREMENTS=docker/torch-pypi.lock"):
         assert part in text
     assert f"/ca.crt:{image_check.CA_IN_BUILD}:ro" in text and f"PIP_CERT={image_check.CA_IN_BUILD}" in text
     assert str(image_check.CA_BUNDLE) not in text  # an apt step installing ca-certificates rewrites that file
-    docker = " ".join(image_check.build_command("docker", "cpu", "t:cpu", "https://x", None))
+    docker = " ".join(image_check.build_command("docker", "cpu", "t:cpu", "docker/torch-cpu.txt", None))
     assert "--format" not in docker and "--volume" not in docker  # docker build has neither option
 
 
