@@ -16,7 +16,7 @@ import random
 from pathlib import Path
 from typing import Any
 
-from classifier.preprocessing import CropBox, PreprocessConfig
+from classifier.transforms import CropBox, PreprocessConfig
 
 MAX_SEED = 2**63 - 1
 

@@ -43,6 +43,7 @@ import yaml
 from PIL import Image
 
 from classifier.backends import BACKENDS, load_backend, torch_threads
+from classifier.decoding import ImageDecodeError
 from classifier.pipeline import (
     ItemError,
     check_body_size,
@@ -54,8 +55,9 @@ from classifier.pipeline import (
     response_body,
 )
 from classifier.postprocessing import embedding_stats, error_body, top_k_predictions
-from classifier.preprocessing import ImageDecodeError, PreprocessConfig, preprocess_bytes
+from classifier.preprocessing import preprocess_bytes
 from classifier.settings import HandlerSettings, usable_cpus
+from classifier.transforms import PreprocessConfig
 
 logger = logging.getLogger("classifier.predict")
 

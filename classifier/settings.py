@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from classifier.preprocessing import PreprocessConfig
+from classifier.transforms import PreprocessConfig
 
 
 @dataclass(frozen=True)

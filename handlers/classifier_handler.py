@@ -31,9 +31,10 @@ from ts.utils.util import PredictionException
 
 from classifier import jpeg_region
 from classifier.backends import cpu_reason, load_backend, select_device, torch_threads
+from classifier.decoding import ImageDecodeError
 from classifier.pipeline import crop_info, parse_seed, read_labels, read_preprocess_config, resolve_seed, response_body
 from classifier.postprocessing import embedding_stats, error_body, error_dict, top_k_predictions
-from classifier.preprocessing import ImageDecodeError, preprocess_bytes
+from classifier.preprocessing import preprocess_bytes
 from classifier.settings import HandlerSettings, usable_cpus
 from handlers.requests import RequestError, extract_image, find_seed
 from handlers.telemetry import ModelTelemetry

@@ -34,8 +34,9 @@ import torch
 from PIL import Image
 
 from classifier.backends import build_backend
+from classifier.decoding import decode_image
 from classifier.postprocessing import embedding_stats, top_k_predictions
-from classifier.preprocessing import CropBox, PreprocessConfig, decode_image, normalize_and_pad, zoom_crop, zoom_crop_pad
+from classifier.transforms import CropBox, PreprocessConfig, normalize_and_pad, zoom_crop, zoom_crop_pad
 
 REPO = Path(__file__).resolve().parent.parent
 STAGES = ("decode", "preprocess", "network", "postprocess")
@@ -602,7 +603,7 @@ SIMD and fancy upsampling, so the pixels are identical. Python's extra cost is p
 sniffing and header parsing in Python, the mode checks): {p1["decode"]:.2f} vs {c1["decode"]:.2f} ms on the small
 JPEG. On the 12 MP JPEG ({big_p["decode"]:.0f} vs {big_c["decode"]:.0f} ms) there is one avoidable cost on top:
 `ImageOps.exif_transpose` returns a *copy* of the image when there is nothing to rotate, 48 MB for 12 MP
-(`exif_transpose(img, in_place=True)` in `classifier.preprocessing.decode_image` would avoid it).
+(`exif_transpose(img, in_place=True)` in `classifier.decoding.decode_image` would avoid it).
 For PNG, Pillow does not use libpng but its own C unfiltering over zlib: {png_p["decode"]:.1f} ms in Python
 against {png_c["decode"]:.1f} ms with Debian's libpng.
 

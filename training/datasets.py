@@ -1,6 +1,6 @@
 """Datasets for training: an ImageFolder tree, CIFAR-10 python batches, and the training-only augmentation.
 
-Every image, whatever its source, goes through ``classifier.preprocessing.zoom_crop_pad``,
+Every image, whatever its source, goes through ``classifier.transforms.zoom_crop_pad``,
 the transform the TorchServe handler runs. Augmentation happens around it: flip,
 rotation and colour jitter on the PIL image before it, noise on the tensor after it.
 Validation never augments.
@@ -20,7 +20,8 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from classifier.preprocessing import ImageDecodeError, PreprocessConfig, decode_image, pad_offsets, zoom_crop_pad
+from classifier.decoding import ImageDecodeError, decode_image
+from classifier.transforms import PreprocessConfig, pad_offsets, zoom_crop_pad
 from training import synthetic
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from classifier.backends import load_backend
-from classifier.preprocessing import PreprocessConfig
+from classifier.transforms import PreprocessConfig
 from training.train import drift_reference, load_data
 
 

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from classifier.preprocessing import PreprocessConfig, zoom_crop_pad
+from classifier.transforms import PreprocessConfig, zoom_crop_pad
 from training import synthetic
 from training.datasets import IMAGE_SUFFIXES, load_image_file, training_items
 

@@ -7,7 +7,7 @@
     python -m training.train --resume runs/NAME/checkpoint_last.pt --epochs 10     # continue a run
     python -m training.train --weights resnet50.pth --epochs 0   # export ImageNet weights as-is
 
-Inputs go through classifier.preprocessing, the same code the TorchServe handler
+Inputs go through classifier.transforms, the same code the TorchServe handler
 runs, so the model is trained on exactly what it will be served. The export
 folder (default build/model) holds what `make archive` packs: model.pt2 (a
 torch.export ExportedProgram returning logits and the 2048-d embedding),
@@ -37,7 +37,7 @@ from tqdm import tqdm
 from classifier import drift
 from classifier.backends import cpu_flags, has_bf16
 from classifier.model import ARCHITECTURES, ResNetWithEmbedding, build_backbone
-from classifier.preprocessing import PreprocessConfig
+from classifier.transforms import PreprocessConfig
 from training import report
 from training.datasets import Augment, PreprocessedImages, training_items
 

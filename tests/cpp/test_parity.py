@@ -24,15 +24,9 @@ import pytest
 import torch
 from PIL import Image
 
-from classifier.preprocessing import (
-    CropBox,
-    ImageDecodeError,
-    PreprocessConfig,
-    decode_image,
-    normalize_and_pad,
-    preprocess_bytes,
-    zoom_crop,
-)
+from classifier.decoding import ImageDecodeError, decode_image
+from classifier.preprocessing import preprocess_bytes
+from classifier.transforms import CropBox, PreprocessConfig, normalize_and_pad, zoom_crop
 from loadtests.cpp_vs_python import PythonPipeline, photo_like, run_cpp
 from tests.conftest import REPO, encode, random_image
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from classifier.backends import build_backend, load_backend
-from classifier.preprocessing import PreprocessConfig, zoom_crop_pad
+from classifier.transforms import PreprocessConfig, zoom_crop_pad
 from training import synthetic
 
 # Largest allowed |p_backend - p_eager| on eager's top-2 classes. On the default ResNet50 the

@@ -13,7 +13,8 @@ import torch
 
 from classifier.backends import load_backend
 from classifier.drift import DriftMonitor, build_reference, signals_from_outputs
-from classifier.preprocessing import PreprocessConfig, preprocess_bytes
+from classifier.preprocessing import preprocess_bytes
+from classifier.transforms import PreprocessConfig
 from loadtests.drift_streams import SHIFTS, images, png_bytes
 
 pytestmark = pytest.mark.slow

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from classifier.preprocessing import PreprocessConfig, zoom_crop_pad
+from classifier.transforms import PreprocessConfig, zoom_crop_pad
 from training import synthetic
 from training.datasets import Augment, load_cifar
 from training.prepare import prepare

@@ -17,15 +17,10 @@ import pytest
 from PIL import Image
 
 from classifier import jpeg_region
-from classifier.preprocessing import (
-    ImageDecodeError,
-    PreprocessConfig,
-    decode_image,
-    decode_upright_window,
-    exif_transpose_method,
-    open_image,
-    preprocess_bytes,
-)
+from classifier.decoding import ImageDecodeError, decode_image, exif_transpose_method, open_image
+from classifier.preprocessing import preprocess_bytes
+from classifier.region import decode_upright_window
+from classifier.transforms import PreprocessConfig
 
 CFG = PreprocessConfig()
 

@@ -94,7 +94,7 @@ def port(address: str) -> int:
 
 def built_image(target: str) -> str:
     """The name:tag `make image` / `make image-gpu` builds (read from the Makefile's own command)."""
-    return re.search(r"\b(?:docker|podman) build .*?-t (\S+)", make_dry_run(target)).group(1)
+    return re.search(r"\b(?:docker|podman) build .*?-t (\S+)", make_dry_run(target, "ENGINE=docker")).group(1)
 
 
 # ---------------------------------------------------------------- render, schemas, policy scan

@@ -6,17 +6,16 @@ import pytest
 import torch
 from PIL import Image, ImageOps
 
-from classifier.preprocessing import (
+from classifier.decoding import ImageDecodeError, decode_image
+from classifier.preprocessing import preprocess_bytes
+from classifier.transforms import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     CropBox,
-    ImageDecodeError,
     PreprocessConfig,
     choose_crop,
-    decode_image,
     normalize_and_pad,
     pil_to_tensor,
-    preprocess_bytes,
     zoom_crop,
     zoom_crop_naive,
     zoom_crop_pad,
