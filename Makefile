@@ -135,11 +135,11 @@ $(MAR): $(MODEL_DIR)/model.pt2 $(MODEL_DIR)/index_to_name.json $(ONNX_FILES) han
 
 FORCE:
 
-# Classify files, folders and globs offline with the server's code, no TorchServe (classifier/predict.py):
+# Classify files, folders and globs offline with the server's code, no TorchServe (cli/predict.py):
 # make predict ARGS="docs/sample.png --seed 42"   or   ARGS="photos/ --mar model_store/classifier.mar --format csv --output out.csv"
 ARGS ?=
 predict: | $(STAMP)
-	$(PY) -m classifier predict $(ARGS)
+	$(PY) -m cli predict $(ARGS)
 
 # ---------------------------------------------------------------- serving
 serve: $(MAR) $(STUBS)

@@ -1,13 +1,14 @@
 """The classifier's core: everything that does not depend on a server.
 
-- ``preprocessing``: decode image bytes, zoom, crop, normalise, pad (what the network sees);
+- ``service``: one image's trip, in one place: load the model, prepare one request, answer a batch in order;
+- ``preprocessing``: bytes to the network's input, from ``decoding`` (bytes to an upright RGB image),
+  ``transforms`` (zoom, crop, normalise, pad) and ``region`` (a JPEG decoded only where the crop needs it);
 - ``model``: the ResNet50 wrapper that returns logits and the 2048-d embedding;
-- ``backends``: eager / ONNX Runtime / OpenVINO inference behind one callable;
+- ``backends``: eager / ONNX Runtime / OpenVINO inference behind one ``Backend`` protocol;
 - ``postprocessing``: top-k predictions, embedding statistics, error bodies;
-- ``pipeline``: one image's seed, crop record, size limit and answer, as the handler and the CLI both build them;
-- ``predict``: ``python -m classifier predict PATH...``, the server's answers for files, without a server;
-- ``settings``: the serving settings of model-config.yaml.
+- ``settings``: the serving settings of model-config.yaml; ``limits``: what one request may cost;
+- ``drift``: the embedding-drift score the server exports.
 
-Consumers (the TorchServe handler in ``handlers/``, ``training/``, ``loadtests/``, the CLI)
-import from here; nothing here imports TorchServe.
+Consumers (the TorchServe handler in ``handlers/``, ``training/``, the CLI in ``cli/``, the benchmarks, the C++
+harness) import from here; nothing here imports TorchServe or a consumer.
 """

@@ -1,23 +1,13 @@
-"""``python -m classifier COMMAND``: the core package's command line.
+"""``python -m classifier predict``: kept for scripts written against it; the command line lives in cli/.
 
-python -m classifier predict PATH... [options]     classify files offline (classifier/predict.py)
+The core imports no consumer: this module is only an entry point, run by ``python -m``, never imported.
 """
 
 from __future__ import annotations
 
 import sys
 
-from classifier import predict
-
-COMMANDS = {"predict": predict.main}
-
-
-def main(argv: list[str]) -> int:
-    if not argv or argv[0] not in COMMANDS:
-        print(__doc__.strip(), file=sys.stderr)
-        return 0 if argv and argv[0] in ("-h", "--help") else 2
-    return COMMANDS[argv[0]](argv[1:], prog=f"python -m classifier {argv[0]}")
-
+from cli.__main__ import main
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))

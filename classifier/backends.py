@@ -1,8 +1,8 @@
 """Inference backends behind one small interface, chosen when the model is loaded.
 
-A backend is a callable ``(N, 3, S, S) float32 tensor -> (logits, embedding)`` as
-float32 CPU tensors. Only the runtime that is asked for is imported, so a
-server never pays for (or fails on) runtimes it does not use.
+A backend (:class:`Backend`) is a callable ``(N, 3, S, S) float32 tensor -> (logits, embedding)`` as
+float32 CPU tensors, with a ``name`` saying which one runs. Only the runtime that is asked for is imported,
+so a server never pays for (or fails on) runtimes it does not use.
 
 | name               | artifact          | runtime                                   |
 |--------------------|-------------------|-------------------------------------------|
@@ -23,12 +23,21 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from pathlib import Path
+from typing import Protocol
 
 import torch
 
 logger = logging.getLogger(__name__)
 
-Backend = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+class Backend(Protocol):
+    """What every backend is: its name (what runs after any fallback) and one call per batch."""
+
+    name: str
+
+    def __call__(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+
 ARTIFACTS = {
     "eager": "model.pt2",
     "onnxruntime": "model.onnx",
@@ -121,6 +130,8 @@ def archive_artifacts(requested: str) -> list[str]:
 class EagerBackend:
     """The torch.export program (model.pt2) run by PyTorch; fp16 autocast on CUDA."""
 
+    name = "eager"
+
     def __init__(self, artifact: Path, device: torch.device):
         self.device = device
         self.module = torch.export.load(str(artifact)).module().to(device)
@@ -133,9 +144,10 @@ class EagerBackend:
 
 
 class OnnxRuntimeBackend:
-    def __init__(self, artifact: Path, threads: int):
+    def __init__(self, artifact: Path, threads: int, name: str = "onnxruntime"):
         import onnxruntime as ort
 
+        self.name = name
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
@@ -150,9 +162,10 @@ class OnnxRuntimeBackend:
 
 
 class OpenVinoBackend:
-    def __init__(self, artifact: Path, threads: int, precision: str):
+    def __init__(self, artifact: Path, threads: int, precision: str, name: str = "openvino"):
         import openvino as ov
 
+        self.name = name
         core = ov.Core()
         config = {
             "INFERENCE_NUM_THREADS": threads,
@@ -173,13 +186,10 @@ class OpenVinoBackend:
 def build_backend(kind: str, model_dir: Path, device: torch.device, threads: int) -> Backend:
     artifact = model_dir / ARTIFACTS[kind]
     if kind == "eager":
-        backend = EagerBackend(artifact, device)
-    elif kind.startswith("onnxruntime"):
-        backend = OnnxRuntimeBackend(artifact, threads)
-    else:
-        backend = OpenVinoBackend(artifact, threads, "bf16" if kind.endswith("-bf16") else "f32")
-    backend.name = kind
-    return backend
+        return EagerBackend(artifact, device)
+    if kind.startswith("onnxruntime"):
+        return OnnxRuntimeBackend(artifact, threads, kind)
+    return OpenVinoBackend(artifact, threads, "bf16" if kind.endswith("-bf16") else "f32", kind)
 
 
 def torch_threads(backend_name: str, threads: int) -> int:

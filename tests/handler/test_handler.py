@@ -129,7 +129,7 @@ def test_gpu_assignment_without_cuda_falls_back_to_cpu(tiny_model_dir):
 
 def test_an_unexpected_preprocessing_failure_fails_only_its_item(handler, tiny_model_dir, monkeypatch):
     """A bug of ours on one image is a 500 for that image only, with a request id and no internals in the message."""
-    import handlers.classifier_handler as module
+    import classifier.service as module  # where the handler's service preprocesses
 
     real = module.preprocess_bytes
 

@@ -1,4 +1,4 @@
-"""`python -m classifier predict` against the real handler class in-process: same batches, same answers.
+"""`python -m cli predict` against the real handler class in-process: same batches, same answers.
 
 tests/integration/test_cli_parity.py makes the same comparison against a real TorchServe.
 """
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from classifier.predict import add_arguments, run
+from cli.predict import add_arguments, run
 from handlers.classifier_handler import ClassifierHandler
 from tests.conftest import REPO, encode, random_image
 from tests.handler.test_handler import make_context
@@ -104,7 +104,7 @@ def test_center_crop_equals_a_center_mode_server(tiny_model_dir, folder):
 
 def test_command_line_reports_failures_in_its_exit_status_and_summary(tiny_model_dir, folder, tmp_path):
     out = tmp_path / "results.csv"
-    argv = [sys.executable, "-m", "classifier", "predict", str(folder), "--model-dir", str(tiny_model_dir), "--output", str(out)]
+    argv = [sys.executable, "-m", "cli", "predict", str(folder), "--model-dir", str(tiny_model_dir), "--output", str(out)]
     proc = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 1, proc.stderr
     assert proc.stdout == ""
@@ -115,7 +115,7 @@ def test_command_line_reports_failures_in_its_exit_status_and_summary(tiny_model
 
 
 def test_only_good_files_exit_zero_and_missing_paths_are_a_usage_error(tiny_model_dir, folder, capsys):
-    from classifier.predict import main
+    from cli.predict import main
 
     assert main([str(folder / "sub"), "--model-dir", str(tiny_model_dir), "--format", "table"]) == 0
     table = capsys.readouterr().out.splitlines()

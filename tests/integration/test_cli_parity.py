@@ -1,4 +1,4 @@
-"""`python -m classifier predict --mar` and a real TorchServe serving that .mar give the same JSON.
+"""`python -m cli predict --mar` and a real TorchServe serving that .mar give the same JSON.
 
 Batch size 1 on both sides: the CLI runs one file per backend call, and the requests go to the server
 one after another, so each is a batch of its own (a batched convolution may round differently).
@@ -32,7 +32,7 @@ def folder(tmp_path_factory, images):
 
 def predict(*argv: str) -> tuple[int, list[dict]]:
     proc = subprocess.run(
-        [sys.executable, "-m", "classifier", "predict", *argv, "--batch-size", "1", "--format", "jsonl"],
+        [sys.executable, "-m", "cli", "predict", *argv, "--batch-size", "1", "--format", "jsonl"],
         cwd=REPO,
         capture_output=True,
         text=True,

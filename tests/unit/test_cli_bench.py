@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from classifier.predict import Summary
+from cli.predict import Summary
 from loadtests.cli_bench import SUMMARY, agreement, mix, render
 
 

@@ -7,8 +7,8 @@ import json
 import grpc
 import pytest
 
-from classifier.pipeline import parse_seed
 from classifier.postprocessing import error_body
+from classifier.service import parse_seed
 from handlers.requests import extract_image, find_seed
 from serving.grpc_client import PredictionError, grpc_status_for_http, parse_answer, predictions_request
 from tests.conftest import REPO

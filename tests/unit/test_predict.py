@@ -8,8 +8,8 @@ import json
 
 import pytest
 
-from classifier.pipeline import MAX_SEED, ItemError, check_body_size, resolve_seed
-from classifier.predict import FORMATS, Result, Writer, add_arguments, choose_format, collect_paths, csv_header, table_lines
+from classifier.service import MAX_SEED, ItemError, check_body_size, resolve_seed
+from cli.predict import FORMATS, Result, Writer, add_arguments, choose_format, collect_paths, csv_header, table_lines
 
 OK = Result(
     "a/one.png",

@@ -2,9 +2,9 @@ import pytest
 import torch
 
 from classifier.backends import cpu_reason, select_device
-from classifier.pipeline import parse_seed
+from classifier.service import ItemError, parse_seed
 from classifier.settings import HandlerSettings, cpu_quota, usable_cpus
-from handlers.requests import RequestError, extract_image, find_seed
+from handlers.requests import extract_image, find_seed
 
 
 @pytest.mark.parametrize("raw,expected", [(None, None), (b"42", 42), ("7", 7), (0, 0), (bytearray(b" 9 "), 9)])
@@ -14,7 +14,7 @@ def test_parse_seed(raw, expected):
 
 @pytest.mark.parametrize("raw", [b"abc", b"-1", str(2**64).encode(), b"1.5"])
 def test_bad_seed_names_the_valid_range(raw):
-    with pytest.raises(RequestError, match="seed must be an integer"):
+    with pytest.raises(ItemError, match="seed must be an integer"):
         parse_seed(raw)
 
 
@@ -33,7 +33,7 @@ def test_extract_image_from_body_data_and_form_fields():
     ],
 )
 def test_extract_image_refuses_what_is_not_image_bytes(request_, code, needle):
-    with pytest.raises(RequestError, match=needle) as info:
+    with pytest.raises(ItemError, match=needle) as info:
         extract_image(request_)
     assert info.value.code == code
 
@@ -77,7 +77,7 @@ def test_find_seed_prefers_the_input_then_any_case_of_x_seed_header():
 
 
 def test_oversized_body_is_413_naming_sizes():
-    with pytest.raises(RequestError, match="11 bytes, over the limit of 10 bytes") as info:
+    with pytest.raises(ItemError, match="11 bytes, over the limit of 10 bytes") as info:
         extract_image({"body": b"x" * 11}, max_bytes=10)
     assert info.value.code == 413
     assert extract_image({"body": b"x" * 10}, max_bytes=10) == b"x" * 10
@@ -104,7 +104,7 @@ def test_base64_text_and_b64_objects_decode_to_the_image_bytes():
     ],
 )
 def test_bad_base64_is_400_naming_the_field_and_the_cause(request_, needle):
-    with pytest.raises(RequestError) as info:
+    with pytest.raises(ItemError) as info:
         extract_image(request_)
     assert info.value.code == 400 and needle in str(info.value)
 
@@ -112,7 +112,7 @@ def test_bad_base64_is_400_naming_the_field_and_the_cause(request_, needle):
 def test_base64_over_the_limit_is_413_before_decoding():
     import base64
 
-    with pytest.raises(RequestError, match="decodes to over 10 bytes") as info:
+    with pytest.raises(ItemError, match="decodes to over 10 bytes") as info:
         extract_image({"data": base64.b64encode(b"x" * 30).decode()}, max_bytes=10)
     assert info.value.code == 413
     assert extract_image({"data": base64.b64encode(b"x" * 10).decode()}, max_bytes=10) == b"x" * 10

@@ -1,6 +1,6 @@
 """Classify image files offline, with the served model and the server's own code: no TorchServe.
 
-    python -m classifier predict PATH... [--mar FILE | --model-dir DIR] [--backend NAME]
+    python -m cli predict PATH... [--mar FILE | --model-dir DIR] [--backend NAME]
                                  [--seed N | --center] [--batch-size N] [--workers N]
                                  [--format jsonl|csv|table] [--output FILE] [--quiet]
 
@@ -29,7 +29,6 @@ import logging
 import sys
 import tempfile
 import time
-import traceback
 import zipfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -42,26 +41,14 @@ import torch
 import yaml
 from PIL import Image
 
-from classifier.backends import BACKENDS, load_backend, torch_threads
-from classifier.decoding import ImageDecodeError
-from classifier.pipeline import (
-    ItemError,
-    check_body_size,
-    crop_info,
-    parse_seed,
-    read_labels,
-    read_preprocess_config,
-    resolve_seed,
-    response_body,
-)
-from classifier.postprocessing import embedding_stats, error_body, top_k_predictions
-from classifier.preprocessing import preprocess_bytes
-from classifier.settings import HandlerSettings, usable_cpus
-from classifier.transforms import PreprocessConfig
+from classifier.backends import BACKENDS
+from classifier.service import ClassifierService, Item, ItemError, check_body_size, parse_seed
+from classifier.settings import usable_cpus
 
-logger = logging.getLogger("classifier.predict")
+logger = logging.getLogger("cli.predict")
 
 REPO = Path(__file__).resolve().parent.parent
+CORE = REPO / "classifier"
 DEFAULT_MODEL_DIR = Path("build/model")
 DEFAULT_MODEL_CONFIG = REPO / "model-config.yaml"
 FORMATS = ("jsonl", "csv", "table")
@@ -131,10 +118,9 @@ def core_drift(archived: Path) -> tuple[str, ...]:
 
     The CLI runs this checkout's core; the server runs the archived one. A difference can change an answer.
     """
-    here = Path(__file__).resolve().parent
     return tuple(
         sorted(
-            f.name for f in archived.glob("*.py") if (here / f.name).exists() and f.read_bytes() != (here / f.name).read_bytes()
+            f.name for f in archived.glob("*.py") if (CORE / f.name).exists() and f.read_bytes() != (CORE / f.name).read_bytes()
         )
     )
 
@@ -176,54 +162,27 @@ class Result:
     body: dict[str, Any]  # the server's JSON body: the answer, or {"code", "type", "message"}
 
 
-def prepare_file(
-    path: Path, config: PreprocessConfig, mode: str, seed: int | None, max_bytes: int, region_decode: bool = True
-) -> tuple[torch.Tensor, dict] | ItemError:
-    """Read and preprocess one file as the handler preprocesses one request body."""
+def prepare_file(path: Path, service: ClassifierService, seed: int | None) -> Item:
+    """Read one file and prepare it as the server prepares one request body (:meth:`ClassifierService.prepare`)."""
     try:
-        check_body_size(path.stat().st_size, max_bytes)
+        # Refused from its size alone, as the server refuses a body, before a byte of it is read.
+        check_body_size(path.stat().st_size, service.settings.max_body_bytes)
         data = path.read_bytes()
     except ItemError as exc:
         return exc
     except OSError as exc:  # no server ever sees this file, so there is no server message to match
         return ItemError(f"cannot read the file: {exc.strerror or exc}")
-    try:
-        seed = resolve_seed(mode, seed)
-        tensor, box = preprocess_bytes(data, config, mode, seed, region_decode)
-    except ImageDecodeError as exc:
-        return ItemError(str(exc))
-    except Exception:  # a bug of ours, not the file's: this file fails, the others go on
-        logger.error("preprocessing failed for %s\n%s", path, traceback.format_exc())
-        return ItemError("internal error while processing the image; the traceback is on stderr", 500)
-    return tensor, crop_info(mode, seed, box)
+    return service.prepare(data, seed)
 
 
-def answer_batch(
-    paths: Sequence[Path],
-    items: Sequence[tuple[torch.Tensor, dict] | ItemError],
-    backend: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
-    labels: dict[int, str],
-    topk: int,
-) -> list[Result]:
+def answer_batch(paths: Sequence[Path], items: Sequence[Item], service: ClassifierService) -> list[Result]:
     """One backend call for the batch's good items, then each file's answer or error, in order."""
-    good = [item for item in items if not isinstance(item, ItemError)]
-    predictions, stats = [], []
-    if good:
-        logits, embedding = backend(torch.stack([tensor for tensor, _ in good]))
-        predictions, stats = top_k_predictions(logits, labels, topk), embedding_stats(embedding)
-    results, row = [], 0
-    for path, item in zip(paths, items, strict=True):
-        if isinstance(item, ItemError):
-            results.append(Result(str(path), item.code, json.loads(error_body(str(item), item.code))))
-            continue
-        results.append(Result(str(path), 200, response_body(predictions[row], stats[row], item[1])))
-        row += 1
-    return results
+    return [Result(str(path), answer.code, answer.body) for path, answer in zip(paths, service.answer(items), strict=True)]
 
 
 def predict_files(
     paths: Sequence[Path],
-    prepare: Callable[[Path], tuple[torch.Tensor, dict] | ItemError],
+    prepare: Callable[[Path], Item],
     answer: Callable[[Sequence[Path], list], list[Result]],
     batch_size: int,
     pool: ThreadPoolExecutor,
@@ -436,33 +395,32 @@ def run(args: argparse.Namespace, stdout: TextIO | None = None, stderr: TextIO |
                 "answers may differ from the server's",
                 file=stderr,
             )
-        settings = HandlerSettings.from_model_config(model.config, usable_cpus())
-        threads = args.threads or settings.threads
-        torch.set_num_threads(threads)
-        config = read_preprocess_config(model.folder, settings.max_image_pixels)
-        labels = read_labels(model.folder)
-        backend = load_backend(args.backend or settings.backend, model.folder, torch.device(args.device), threads)
-        torch.set_num_threads(torch_threads(backend.name, threads))
-        # One pass before the clock starts, as the handler's initialize does, so lazy set-up is load time.
-        backend(torch.zeros(1, 3, config.input_size, config.input_size))
+        # The handler's own loading: the model-config's settings, the backend, one warm-up pass before the clock.
+        service = ClassifierService.load(
+            model.folder,
+            model.config,
+            device=torch.device(args.device),
+            backend=args.backend,
+            threads=args.threads,
+            crop_mode="center" if args.center else None,
+        )
     # Every backend has read its artifact by now, so the temporary copy of a .mar is gone already.
-    mode = "center" if args.center else settings.crop_mode
     load_seconds = time.perf_counter() - started
 
     fmt = choose_format(args.format, args.output, stdout.isatty())
     out = args.output.open("w", newline="") if args.output else stdout
-    writer = Writer(out, fmt, settings.topk)
+    writer = Writer(out, fmt, service.settings.topk)
     failed = 0
     started = time.perf_counter()
     bar = tqdm(total=len(paths), unit="img", file=stderr, disable=args.quiet or not stderr.isatty(), delay=1.0)
     try:
         with ThreadPoolExecutor(args.workers, thread_name_prefix="decode") as pool:
 
-            def prepare(path: Path):
-                return prepare_file(path, config, mode, args.seed, settings.max_body_bytes, settings.region_decode)
+            def prepare(path: Path) -> Item:
+                return prepare_file(path, service, args.seed)
 
-            def answer(batch, items):
-                return answer_batch(batch, items, backend, labels, settings.topk)
+            def answer(batch: Sequence[Path], items: list[Item]) -> list[Result]:
+                return answer_batch(batch, items, service)
 
             for result in predict_files(paths, prepare, answer, args.batch_size, pool):
                 failed += result.code != 200
@@ -473,10 +431,10 @@ def run(args: argparse.Namespace, stdout: TextIO | None = None, stderr: TextIO |
         bar.close()
         if args.output:
             out.close()
-    return Summary(len(paths), failed, time.perf_counter() - started, load_seconds, backend.name)
+    return Summary(len(paths), failed, time.perf_counter() - started, load_seconds, service.backend.name)
 
 
-def main(argv: Sequence[str] | None = None, prog: str = "python -m classifier predict") -> int:
+def main(argv: Sequence[str] | None = None, prog: str = "python -m cli predict") -> int:
     parser = add_arguments(
         argparse.ArgumentParser(prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     )
