@@ -161,27 +161,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = get_args_parser()
     known, _ = parser.parse_known_args(argv)
     if known.config:
-        path = Path(known.config)
-        try:
-            values = yaml.safe_load(path.read_text()) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise SystemExit(f"error: cannot read config {path}: {exc}") from None
-        if not isinstance(values, dict):
-            raise SystemExit(f"error: config {path} must be a mapping of flag names to values, not {type(values).__name__}")
-        dests = {a.dest for a in parser._actions} - {"help", "config"}
-        values = {str(k).replace("-", "_"): v for k, v in values.items()}
-        unknown = sorted(set(values) - dests)
-        if unknown:
-            raise SystemExit(f"error: config {path} has unknown keys {unknown}; valid keys: {', '.join(sorted(dests))}")
-        parser.set_defaults(**values)
+        parser.set_defaults(**read_config(Path(known.config), parser))
     args = parser.parse_args(argv)
-    # argparse checks choices for command-line values only; check the YAML ones too.
-    for action in parser._actions:
-        value = getattr(args, action.dest, None)
-        if action.choices is not None and value is not None and value not in action.choices:
-            raise SystemExit(
-                f"error: invalid {action.option_strings[0]} {value!r}. Only {', '.join(map(str, action.choices))} are supported."
-            )
+    check_choices(parser, args)
     for name, value in OPT_DEFAULTS[args.opt].items():
         if getattr(args, name) is None:
             setattr(args, name, value)
@@ -190,6 +172,32 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.topk < 1:
         raise SystemExit(f"error: --topk {args.topk} must be at least 1")
     return args
+
+
+def read_config(path: Path, parser: argparse.ArgumentParser) -> dict:
+    """A --config YAML file as parser defaults: keys are flag names, with dashes or underscores."""
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise SystemExit(f"error: cannot read config {path}: {exc}") from None
+    if not isinstance(values, dict):
+        raise SystemExit(f"error: config {path} must be a mapping of flag names to values, not {type(values).__name__}")
+    dests = {a.dest for a in parser._actions} - {"help", "config"}
+    values = {str(k).replace("-", "_"): v for k, v in values.items()}
+    unknown = sorted(set(values) - dests)
+    if unknown:
+        raise SystemExit(f"error: config {path} has unknown keys {unknown}; valid keys: {', '.join(sorted(dests))}")
+    return values
+
+
+def check_choices(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    # argparse checks choices for command-line values only; check the YAML ones too.
+    for action in parser._actions:
+        value = getattr(args, action.dest, None)
+        if action.choices is not None and value is not None and value not in action.choices:
+            raise SystemExit(
+                f"error: invalid {action.option_strings[0]} {value!r}. Only {', '.join(map(str, action.choices))} are supported."
+            )
 
 
 # ----------------------------------------------------------------------------- data
