@@ -27,6 +27,7 @@ import time
 import warnings
 from datetime import datetime
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 import yaml
@@ -112,13 +113,22 @@ def evaluate(model, loader, amp: bool, classes: list[str], topk: int, limit: int
 # ----------------------------------------------------------------------------- data
 
 
-def load_data(args, config: PreprocessConfig) -> tuple[list[str], Dataset, Dataset, str]:
+class Data(NamedTuple):
+    """What a run learns from. It unpacks as ``classes, train, val, description``."""
+
+    classes: list[str]
+    train: Dataset | None  # None only for a weights-only export (see load_data_and_model)
+    val: Dataset | None
+    description: str | None  # what the data is, as metadata.json records it
+
+
+def load_data(args, config: PreprocessConfig) -> Data:
     """Classes, the train and val sets through the serving preprocessing, and what the data is."""
     classes, train_items, val_items, description = training_items(vars(args))
     if not val_items:
         raise SystemExit("error: the validation set is empty; raise --val-fraction or add images")
     augment = Augment(hflip=args.hflip, rotate=args.rotate, color_jitter=args.color_jitter, noise=args.noise)
-    return (
+    return Data(
         classes,
         PreprocessedImages(train_items, config, train=True, augment=augment, seed=args.seed),
         PreprocessedImages(val_items, config, train=False, seed=args.seed),
@@ -169,6 +179,24 @@ def build_model(arch: str, num_classes: int, weights: dict[str, torch.Tensor] | 
     return ResNetWithEmbedding(backbone)
 
 
+def load_data_and_model(args, config: PreprocessConfig) -> tuple[Data, ResNetWithEmbedding]:
+    """The data, then a network for its classes, from --weights or random.
+
+    ``--epochs 0`` with ImageNet weights is an export, not a run: the 1000-class classifier goes out unchanged with
+    ImageNet's labels, and no data is loaded (there is none to record or to calibrate int8 on).
+    """
+    weights = load_initial_weights(args.weights) if args.weights else None
+    if args.epochs == 0 and weights is not None and weights.get("fc.weight", torch.empty(0)).shape[:1] == (1000,):
+        from torchvision.models import ResNet50_Weights
+
+        classes = list(ResNet50_Weights.IMAGENET1K_V1.meta["categories"])
+        model = build_model(args.arch, len(classes), weights)
+        model.backbone.load_state_dict(weights)  # strict: every tensor, the ImageNet head included
+        return Data(classes, None, None, None), model
+    data = load_data(args, config)
+    return data, build_model(args.arch, len(data.classes), weights)
+
+
 # ----------------------------------------------------------------------------- optimisation
 
 
@@ -199,6 +227,18 @@ def build_scheduler(args, optimizer, steps_per_epoch: int):
 # ----------------------------------------------------------------------------- runs and checkpoints
 
 
+BEST_CHECKPOINT, LAST_CHECKPOINT = "checkpoint_best.pt", "checkpoint_last.pt"
+
+
+class Progress(NamedTuple):
+    """Where a run stands after its latest epoch; checkpoint_last.pt carries it over to --resume."""
+
+    history: list[dict]  # one record per epoch: epoch, lr, train and val metrics
+    best: dict  # the best epoch so far: epoch, val_accuracy, val_loss and confusion (None before the first epoch)
+    stale: int = 0  # epochs since the validation loss last dropped by more than --min-delta
+    stopped_early: bool = False
+
+
 def default_run_dir() -> Path:
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     path, n = Path("runs") / stamp, 1
@@ -221,6 +261,52 @@ def load_checkpoint(path: Path) -> dict:
     return ckpt
 
 
+def start_run(args, run_dir: Path, classes: list[str], amp: bool) -> None:
+    """Create the run folder and save the args in it. Only now: a run that fails on its data leaves no folder behind."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "args.json").write_text(json.dumps(vars(args), indent=2))
+    print(
+        f"{args.arch}: {len(classes)} classes ({', '.join(classes[:6])}{', ...' if len(classes) > 6 else ''}); "
+        f"bf16 autocast {'on' if amp else 'off'}; {torch.get_num_threads()} threads; run folder {run_dir}"
+    )
+
+
+def resume_run(args, resume: dict, model: nn.Module, classes: list[str], run_dir: Path) -> tuple[Progress, int]:
+    """Load the checkpoint's weights into ``model``; return its progress and the first epoch still to run."""
+    if resume["args"]["arch"] != args.arch or resume["classes"] != classes:
+        raise SystemExit(
+            f"error: {args.resume} is a {resume['args']['arch']} over classes {resume['classes']}; "
+            f"this run is a {args.arch} over {classes}"
+        )
+    model.load_state_dict(resume["model"])
+    resumed_best, best_path = Path(args.resume).parent / BEST_CHECKPOINT, run_dir / BEST_CHECKPOINT
+    if resumed_best.is_file() and not best_path.exists():  # resuming into a new folder: bring the best along
+        shutil.copy2(resumed_best, best_path)
+    print(f"resumed from {args.resume} after epoch {resume['epoch']}")
+    return Progress(resume["history"], resume["best"], resume["stale_epochs"]), resume["epoch"] + 1
+
+
+def resume_optimisation(resume: dict, args, optimizer: torch.optim.Optimizer, scheduler) -> None:
+    """The optimizer state as it was, and the learning rate where the run left it."""
+    optimizer.load_state_dict(resume["optimizer"])
+    if resume["args"]["epochs"] == args.epochs and resume["args"]["lr_schedule"] == args.lr_schedule:
+        scheduler.load_state_dict(resume["scheduler"])
+        return
+    # A new horizon: the same schedule, built for the new epoch count, replayed to where the run stands.
+    with warnings.catch_warnings():  # "scheduler.step() before optimizer.step()": intended, nothing trains here
+        warnings.simplefilter("ignore", UserWarning)
+        for _ in range(resume["steps"]):
+            scheduler.step()
+
+
+def save_checkpoints(run_dir: Path, checkpoint: dict, resumable: dict) -> None:
+    """checkpoint_best.pt when this epoch is the best so far; checkpoint_last.pt after every epoch, with the
+    optimizer and scheduler state (``resumable``) that --resume needs."""
+    if checkpoint["best"]["epoch"] == checkpoint["epoch"]:
+        torch.save(checkpoint, run_dir / BEST_CHECKPOINT)
+    torch.save({**checkpoint, **resumable}, run_dir / LAST_CHECKPOINT)
+
+
 # ----------------------------------------------------------------------------- fit
 
 
@@ -234,6 +320,75 @@ def is_better(val: dict, best: dict) -> bool:
         return (math.isfinite(loss), accuracy, -loss if math.isfinite(loss) else 0.0)
 
     return key(val["accuracy"], val["loss"]) > key(best["val_accuracy"], best["val_loss"])
+
+
+def next_progress(progress: Progress, record: dict, confusion: list, min_delta: float) -> Progress:
+    """The progress after one more epoch, given its record and its validation confusion matrix."""
+    val = record["val"]
+    # Early stopping watches the validation loss; the kept model is the best by accuracy (is_better).
+    best_loss = min((h["val"]["loss"] for h in progress.history if math.isfinite(h["val"]["loss"])), default=math.inf)
+    stale = 0 if val["loss"] < best_loss - min_delta else progress.stale + 1
+    best = progress.best
+    if is_better(val, best):
+        best = {"epoch": record["epoch"], "val_accuracy": val["accuracy"], "val_loss": val["loss"], "confusion": confusion}
+    return Progress([*progress.history, record], best, stale)
+
+
+def print_epoch(record: dict) -> None:
+    train, val = record["train"], record["val"]
+    print(
+        f"epoch {record['epoch']}: train loss {train['loss']:.4f} acc {train['accuracy']:.3f} | "
+        f"val loss {val['loss']:.4f} top-1 {val['accuracy']:.3f} top-{val['k']} {val['topk_accuracy']:.3f}"
+    )
+
+
+def fit(args, model: ResNetWithEmbedding, data: Data, amp: bool, run_dir: Path, resume: dict | None) -> Progress:
+    """Train from epoch 1, or on from ``resume``, to --epochs; both checkpoints are written after every epoch."""
+    if resume is None:
+        progress, first_epoch = Progress(history=[], best={"epoch": None, "val_accuracy": None, "val_loss": None}), 1
+    else:
+        progress, first_epoch = resume_run(args, resume, model, data.classes, run_dir)
+    if args.epochs < first_epoch:
+        return progress  # nothing left to train: --epochs 0, or a resumed run that has reached --epochs
+    print(f"train {len(data.train)} images, validate {len(data.val)} images")
+    shuffle = torch.Generator().manual_seed(args.seed)
+    train_loader = DataLoader(
+        data.train, batch_size=args.batch_size, shuffle=True, drop_last=len(data.train) > args.batch_size, generator=shuffle
+    )
+    val_loader = DataLoader(data.val, batch_size=args.batch_size * 2)
+    if amp:
+        model.to(memory_format=torch.channels_last)  # in place, as Module.to always is
+    optimizer = build_optimizer(args, model)
+    steps_per_epoch = min(len(train_loader), args.limit_batches or len(train_loader))
+    scheduler = build_scheduler(args, optimizer, steps_per_epoch)
+    if resume is not None:
+        resume_optimisation(resume, args, optimizer, scheduler)
+
+    for epoch in range(first_epoch, args.epochs + 1):
+        shuffle.manual_seed(args.seed * 1_000 + epoch)  # a resumed epoch sees the order it would have seen
+        train_stats = train_one_epoch(model, train_loader, optimizer, scheduler, amp, epoch, args.limit_batches)
+        val_stats = evaluate(model, val_loader, amp, data.classes, args.topk, args.limit_batches)
+        confusion = val_stats.pop("confusion")
+        # The epoch's metrics, complete: the one record that metrics.json, metadata.json and the plots are made of.
+        record = {"epoch": epoch, "lr": scheduler.get_last_lr()[0], "train": train_stats, "val": val_stats}
+        print_epoch(record)
+        progress = next_progress(progress, record, confusion, args.min_delta)
+        checkpoint = {
+            "epoch": epoch,
+            "model": model.state_dict(),
+            "classes": data.classes,
+            "args": vars(args),
+            "history": progress.history,
+            "stale_epochs": progress.stale,
+            "confusion": confusion,
+            "best": progress.best,
+        }
+        resumable = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "steps": epoch * steps_per_epoch}
+        save_checkpoints(run_dir, checkpoint, resumable)
+        if args.patience and progress.stale >= args.patience:
+            print(f"early stop: validation loss has not dropped for {progress.stale} epochs (--patience {args.patience})")
+            return progress._replace(stopped_early=True)
+    return progress
 
 
 # ----------------------------------------------------------------------------- export
@@ -255,8 +410,59 @@ def drift_reference(forward, dataset: Dataset, num_classes: int, batch_size: int
     return drift.build_reference(signals, predicted, num_classes).to_dict()
 
 
-def export(model: ResNetWithEmbedding, out_dir: Path, classes: list[str], config: PreprocessConfig, metadata: dict) -> None:
-    """Write model.pt2 (batch dimension dynamic), index_to_name.json and metadata.json."""
+def run_metrics(classes: list[str], progress: Progress, seconds: float) -> dict:
+    """The run's final metrics, as metrics.json holds them."""
+    return {
+        "classes": classes,
+        "best": progress.best,
+        "epochs_run": len(progress.history),
+        "stopped_early": progress.stopped_early,
+        "history": progress.history,
+        "seconds": round(seconds, 1),
+    }
+
+
+def write_report(run_dir: Path, metrics: dict) -> list[Path]:
+    """metrics.json and, once an epoch has run, loss.png, accuracy.png and confusion.png; returns the files written."""
+    path = run_dir / "metrics.json"
+    path.write_text(json.dumps(metrics, indent=2))
+    if not metrics["history"]:
+        return [path]
+    best = metrics["best"]
+    title = f"validation, best epoch {best['epoch']}: top-1 {best['val_accuracy']:.1%}"
+    curves = report.plot_curves(metrics["history"], run_dir)
+    return [path, *curves, report.plot_confusion(best["confusion"], metrics["classes"], run_dir / "confusion.png", title)]
+
+
+def build_metadata(args, model, config: PreprocessConfig, data: Data, amp: bool, run_dir: Path, metrics: dict) -> dict:
+    """metadata.json: what serving needs to run the model, the drift monitor's reference, and how the model was made."""
+    return {
+        "arch": args.arch,
+        "num_classes": len(data.classes),
+        "classes": data.classes,
+        "input_size": config.input_size,
+        "outputs": ["logits", "embedding"],
+        "embedding_dim": model.backbone.fc.in_features,
+        "preprocessing": config.to_dict(),
+        "drift_reference": drift_reference(model.eval(), data.val, len(data.classes), args.batch_size * 2)
+        if data.val is not None
+        else None,
+        "training": {
+            "args": vars(args),
+            "data": data.description,
+            "bf16_autocast": amp,
+            "run_dir": str(run_dir),
+            "best": metrics["best"],
+            "stopped_early": metrics["stopped_early"],
+            "history": metrics["history"],
+            "seconds": metrics["seconds"],
+            "torch": torch.__version__,
+        },
+    }
+
+
+def export(model: ResNetWithEmbedding, out_dir: Path, classes: list[str], config: PreprocessConfig, metadata: dict) -> list[Path]:
+    """Write model.pt2 (batch dimension dynamic), index_to_name.json and metadata.json; returns their paths."""
     out_dir.mkdir(parents=True, exist_ok=True)
     model = model.eval().to(memory_format=torch.contiguous_format)
     example = torch.zeros(2, 3, config.input_size, config.input_size)
@@ -265,12 +471,17 @@ def export(model: ResNetWithEmbedding, out_dir: Path, classes: list[str], config
     torch.export.save(program, out_dir / "model.pt2")
     (out_dir / "index_to_name.json").write_text(json.dumps({str(i): c for i, c in enumerate(classes)}, indent=1))
     (out_dir / "metadata.json").write_text(json.dumps(metadata, indent=2))
+    return [out_dir / "model.pt2", out_dir / "index_to_name.json", out_dir / "metadata.json"]
 
 
 # ----------------------------------------------------------------------------- main
 
 
 def main(args) -> dict:
+    """One run: data and model, fit, the best epoch's weights back into the model, metrics and plots, the export.
+
+    Returns metadata.json's content, which holds the run's final metrics and where its files are (under "training").
+    """
     started = time.perf_counter()
     torch.manual_seed(args.seed)
     if args.threads:
@@ -280,155 +491,20 @@ def main(args) -> dict:
     resume = load_checkpoint(Path(args.resume)) if args.resume else None
     run_dir = Path(args.run_dir) if args.run_dir else Path(args.resume).parent if args.resume else default_run_dir()
 
-    weights = load_initial_weights(args.weights) if args.weights else None
-    imagenet_export = args.epochs == 0 and weights is not None and weights.get("fc.weight", torch.empty(0)).shape[:1] == (1000,)
-    if imagenet_export:
-        from torchvision.models import ResNet50_Weights
+    data, model = load_data_and_model(args, config)
+    start_run(args, run_dir, data.classes, amp)
+    progress = fit(args, model, data, amp, run_dir, resume)
+    if progress.best["epoch"] is not None:
+        model.load_state_dict(load_checkpoint(run_dir / BEST_CHECKPOINT)["model"])  # export exactly the best checkpoint
 
-        classes = list(ResNet50_Weights.IMAGENET1K_V1.meta["categories"])
-        train_ds = val_ds = data_description = None  # weights only: no training data to record or calibrate on
-    else:
-        classes, train_ds, val_ds, data_description = load_data(args, config)
-    model = build_model(args.arch, len(classes), weights)
-    if imagenet_export:
-        model.backbone.load_state_dict(weights)
-    run_dir.mkdir(parents=True, exist_ok=True)  # only now: a run that fails on its data leaves no folder behind
-    (run_dir / "args.json").write_text(json.dumps(vars(args), indent=2))
-    print(
-        f"{args.arch}: {len(classes)} classes ({', '.join(classes[:6])}{', ...' if len(classes) > 6 else ''}); "
-        f"bf16 autocast {'on' if amp else 'off'}; {torch.get_num_threads()} threads; run folder {run_dir}"
-    )
-
-    history, best, start_epoch, stale, stopped_early = [], {"epoch": None, "val_accuracy": None, "val_loss": None}, 1, 0, False
-    best_path, last_path = run_dir / "checkpoint_best.pt", run_dir / "checkpoint_last.pt"
-    if resume is not None:
-        if resume["args"]["arch"] != args.arch or resume["classes"] != classes:
-            raise SystemExit(
-                f"error: {args.resume} is a {resume['args']['arch']} over classes {resume['classes']}; "
-                f"this run is a {args.arch} over {classes}"
-            )
-        model.load_state_dict(resume["model"])
-        resumed_best = Path(args.resume).parent / "checkpoint_best.pt"
-        if resumed_best.is_file() and not best_path.exists():  # resuming into a new folder: bring the best along
-            shutil.copy2(resumed_best, best_path)
-        history, best, stale = resume["history"], resume["best"], resume["stale_epochs"]
-        start_epoch = resume["epoch"] + 1
-        print(f"resumed from {args.resume} after epoch {resume['epoch']}")
-    if args.epochs >= start_epoch:
-        print(f"train {len(train_ds)} images, validate {len(val_ds)} images")
-        shuffle = torch.Generator().manual_seed(args.seed)
-        train_loader = DataLoader(
-            train_ds, batch_size=args.batch_size, shuffle=True, drop_last=len(train_ds) > args.batch_size, generator=shuffle
-        )
-        val_loader = DataLoader(val_ds, batch_size=args.batch_size * 2)
-        if amp:
-            model = model.to(memory_format=torch.channels_last)
-        optimizer = build_optimizer(args, model)
-        steps_per_epoch = min(len(train_loader), args.limit_batches or len(train_loader))
-        scheduler = build_scheduler(args, optimizer, steps_per_epoch)
-        if resume is not None:
-            optimizer.load_state_dict(resume["optimizer"])
-            if resume["args"]["epochs"] == args.epochs and resume["args"]["lr_schedule"] == args.lr_schedule:
-                scheduler.load_state_dict(resume["scheduler"])
-            else:  # a new horizon: the same schedule, built for the new epoch count, replayed to where the run stands
-                with warnings.catch_warnings():  # "scheduler.step() before optimizer.step()": intended, nothing trains here
-                    warnings.simplefilter("ignore", UserWarning)
-                    for _ in range(resume["steps"]):
-                        scheduler.step()
-        for epoch in range(start_epoch, args.epochs + 1):
-            shuffle.manual_seed(args.seed * 1_000 + epoch)  # a resumed epoch sees the order it would have seen
-            train_stats = train_one_epoch(model, train_loader, optimizer, scheduler, amp, epoch, args.limit_batches)
-            val_stats = evaluate(model, val_loader, amp, classes, args.topk, args.limit_batches)
-            confusion = val_stats.pop("confusion")
-            history.append({"epoch": epoch, "lr": scheduler.get_last_lr()[0], "train": train_stats, "val": val_stats})
-            print(
-                f"epoch {epoch}: train loss {train_stats['loss']:.4f} acc {train_stats['accuracy']:.3f} | "
-                f"val loss {val_stats['loss']:.4f} top-1 {val_stats['accuracy']:.3f} "
-                f"top-{val_stats['k']} {val_stats['topk_accuracy']:.3f}"
-            )
-            # Early stopping watches the validation loss; the kept model is the best by accuracy (is_better).
-            best_loss = min((h["val"]["loss"] for h in history[:-1] if math.isfinite(h["val"]["loss"])), default=math.inf)
-            stale = 0 if val_stats["loss"] < best_loss - args.min_delta else stale + 1
-            checkpoint = {
-                "epoch": epoch,
-                "model": model.state_dict(),
-                "classes": classes,
-                "args": vars(args),
-                "history": history,
-                "stale_epochs": stale,
-                "confusion": confusion,
-            }
-            if is_better(val_stats, best):
-                best = {
-                    "epoch": epoch,
-                    "val_accuracy": val_stats["accuracy"],
-                    "val_loss": val_stats["loss"],
-                    "confusion": confusion,
-                }
-                torch.save({**checkpoint, "best": best}, best_path)
-            torch.save(
-                {
-                    **checkpoint,
-                    "best": best,
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "steps": epoch * steps_per_epoch,
-                },
-                last_path,
-            )
-            if args.patience and stale >= args.patience:
-                stopped_early = True
-                print(f"early stop: validation loss has not dropped for {stale} epochs (--patience {args.patience})")
-                break
-    if best["epoch"] is not None:
-        model.load_state_dict(load_checkpoint(best_path)["model"])  # export exactly the best checkpoint
-
-    train_seconds = time.perf_counter() - started
-    metrics = {
-        "classes": classes,
-        "best": best,
-        "epochs_run": len(history),
-        "stopped_early": stopped_early,
-        "history": history,
-        "seconds": round(train_seconds, 1),
-    }
-    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    if history:
-        report.plot_curves(history, run_dir)
-        report.plot_confusion(
-            best["confusion"],
-            classes,
-            run_dir / "confusion.png",
-            f"validation, best epoch {best['epoch']}: top-1 {best['val_accuracy']:.1%}",
-        )
-    metadata = {
-        "arch": args.arch,
-        "num_classes": len(classes),
-        "classes": classes,
-        "input_size": config.input_size,
-        "outputs": ["logits", "embedding"],
-        "embedding_dim": model.backbone.fc.in_features,
-        "preprocessing": config.to_dict(),
-        "drift_reference": drift_reference(model.eval(), val_ds, len(classes), args.batch_size * 2)
-        if val_ds is not None
-        else None,
-        "training": {
-            "args": vars(args),
-            "data": data_description,
-            "bf16_autocast": amp,
-            "run_dir": str(run_dir),
-            "best": best,
-            "stopped_early": stopped_early,
-            "history": history,
-            "seconds": round(train_seconds, 1),
-            "torch": torch.__version__,
-        },
-    }
-    export(model, Path(args.output_dir), classes, config, metadata)
-    total = time.perf_counter() - started
+    metrics = run_metrics(data.classes, progress, seconds=time.perf_counter() - started)
+    write_report(run_dir, metrics)
+    metadata = build_metadata(args, model, config, data, amp, run_dir, metrics)
+    export(model, Path(args.output_dir), data.classes, config, metadata)
+    best = progress.best
     if best["val_accuracy"] is not None:
-        print(f"validation accuracy {best['val_accuracy']:.4f} (best epoch {best['epoch']} of {len(history)} run)")
-    print(f"exported to {args.output_dir} in {total:.0f} s total; metrics and plots in {run_dir}")
+        print(f"validation accuracy {best['val_accuracy']:.4f} (best epoch {best['epoch']} of {len(progress.history)} run)")
+    print(f"exported to {args.output_dir} in {time.perf_counter() - started:.0f} s total; metrics and plots in {run_dir}")
     return metadata
 
 
