@@ -16,9 +16,8 @@ import random
 from pathlib import Path
 from typing import Any
 
+from classifier.limits import MAX_SEED, SEED_BITS
 from classifier.transforms import CropBox, PreprocessConfig
-
-MAX_SEED = 2**63 - 1
 
 
 def read_preprocess_config(model_dir: Path, max_image_pixels: int) -> PreprocessConfig:
@@ -69,11 +68,11 @@ def resolve_seed(mode: str, seed: int | None, draw=random.getrandbits) -> int | 
     """The seed an image is cropped with, as the answer reports it.
 
     A centre crop has no randomness, so its seed is None whatever was asked. A random crop without
-    a seed draws one (``draw(63)``), so any answer can be reproduced by sending its reported seed.
+    a seed draws one (``draw(SEED_BITS)``), so any answer can be reproduced by sending its reported seed.
     """
     if mode == "center":
         return None
-    return draw(63) if seed is None else seed
+    return draw(SEED_BITS) if seed is None else seed
 
 
 def crop_info(mode: str, seed: int | None, box: CropBox) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from classifier.transforms import PreprocessConfig
+from classifier.limits import MAX_BODY_BYTES, MAX_IMAGE_PIXELS
 
 
 @dataclass(frozen=True)
@@ -23,10 +23,8 @@ class HandlerSettings:
     backend: str = "eager"
     crop_mode: str = "random"
     threads: int = 0  # 0: cores / workers
-    max_image_pixels: int = PreprocessConfig.max_image_pixels
-    # Below the frontend's max_request_size, so an oversized upload gets a 413 with a
-    # reason; above that limit TorchServe can only reset the connection.
-    max_body_bytes: int = 10 * 2**20
+    max_image_pixels: int = MAX_IMAGE_PIXELS
+    max_body_bytes: int = MAX_BODY_BYTES
     topk: int = 2
     # Decode only the JPEG pixels the crop needs (classifier/jpeg_region.py); same answers either way.
     region_decode: bool = True
