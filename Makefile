@@ -13,7 +13,8 @@ NATIVE_SO := classifier/_jpegregion.so
 TRAIN_ARGS ?=
 # The venv's Python: python3.11 when present (the version the lock was resolved for), else python3.
 VENV_PYTHON := $(shell command -v python3.11 >/dev/null 2>&1 && echo python3.11 || echo python3)
-# Inference backend packed by `make archive` (see classifier/backends.py and docs/optimization.md).
+# Inference backend packed by `make archive` (see classifier/backends.py and docs/optimization.md). The default is
+# model-config.yaml's handler.backend; tests/unit/test_settings.py keeps the two equal.
 BACKEND   ?= openvino-int8
 # The model files an archive for BACKEND packs (the backend's and its fallbacks'), as
 # classifier.artifacts.archive_artifacts names them, so that make builds the missing ones first. Asked while make

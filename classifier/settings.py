@@ -1,7 +1,8 @@
 """Serving settings: the ``handler:`` section of model-config.yaml, as a typed dataclass.
 
 The TorchServe handler and the command-line predictor both read it, so a setting means
-the same thing wherever the model runs.
+the same thing wherever the model runs. Each default equals the value model-config.yaml ships
+(tests/unit/test_settings.py), so a section that leaves a key out means what the shipped file says.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from classifier.limits import MAX_BODY_BYTES, MAX_IMAGE_PIXELS
 class HandlerSettings:
     """The ``handler:`` section of model-config.yaml."""
 
-    backend: str = "eager"
+    backend: str = "openvino-int8"  # classifier.backends.resolve_backend falls back from it where it cannot run
     crop_mode: str = "random"
     threads: int = 0  # 0: cores / workers
     max_image_pixels: int = MAX_IMAGE_PIXELS
