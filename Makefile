@@ -10,13 +10,16 @@ MODEL_STORE ?= model_store
 MODEL_CONFIG ?= model-config.yaml
 MAR       := $(MODEL_STORE)/classifier.mar
 NATIVE_SO := classifier/_jpegregion.so
-STAGE     ?= build/mar-extra
 TRAIN_ARGS ?=
-# Inference backend packed by `make archive` (see classifier/backends.py and docs/optimization.md).
+# The venv's Python: python3.11 when present (the version the lock was resolved for), else python3.
+VENV_PYTHON := $(shell command -v python3.11 >/dev/null 2>&1 && echo python3.11 || echo python3)
+# Inference backend packed by `make archive` (see classifier/backends.py and docs/optimization.md). The default is
+# model-config.yaml's handler.backend; tests/unit/test_settings.py keeps the two equal.
 BACKEND   ?= openvino-int8
-# What the archive packs besides model.pt2: classifier.backends.archive_artifacts (the backend's file and its fallbacks'):
-# model.onnx for any ONNX backend, model.int8.onnx only for the -int8 ones.
-ONNX_FILES := $(if $(filter eager,$(BACKEND)),,$(MODEL_DIR)/model.onnx $(if $(filter %-int8,$(BACKEND)),$(MODEL_DIR)/model.int8.onnx))
+# The model files an archive for BACKEND packs (the backend's and its fallbacks'), as
+# classifier.artifacts.archive_artifacts names them, so that make builds the missing ones first. Asked while make
+# reads this file, possibly before .venv exists: the system Python answers, with the standard library alone (-S).
+ARCHIVE_ARTIFACTS := $(addprefix $(MODEL_DIR)/,$(shell $(VENV_PYTHON) -S -m serving.archive --print-artifacts --backend $(BACKEND)))
 PROTO     := serving/proto/inference.proto
 STUBS     := serving/_generated/inference_pb2_grpc.py
 DATA      ?=
@@ -49,9 +52,6 @@ install: $(STAMP) $(STUBS) $(CHECKOV) $(NATIVE_SO)
 	@# The monitoring tests need Debian's prometheus (promtool): installed here when root, else they say how.
 	@command -v promtool >/dev/null 2>&1 || { test "$$(id -u)" = 0 && command -v apt-get >/dev/null 2>&1 \
 	  && $(MAKE) --no-print-directory install-monitoring; } || echo "warning: promtool missing: make install-monitoring" >&2
-
-# The venv's Python: python3.11 when present (the version the lock was resolved for), else python3.
-VENV_PYTHON := $(shell command -v python3.11 >/dev/null 2>&1 && echo python3.11 || echo python3)
 
 # Every venv is installed from its lock with --no-deps --require-hashes, then `pip check`ed and proven complete:
 # no upstream release can change what gets installed (tools/locks.py says why).
@@ -111,27 +111,11 @@ CALIBRATION_DATA ?=
 $(MODEL_DIR)/model.onnx $(MODEL_DIR)/model.int8.onnx &: $(MODEL_DIR)/model.pt2 | $(STAMP)
 	$(PY) -m training.export_onnx --model-dir $(MODEL_DIR) $(if $(CALIBRATION_DATA),--calibration-data $(CALIBRATION_DATA))
 
-# The handler imports the `handlers` adapter and the `classifier` core, so both are staged as
-# folders inside the archive: the .mar is self-contained (tests/integration/test_archive.py).
-# The archive always carries model.pt2, so any backend can fall back to eager (CUDA, a missing runtime).
+# serving/archive.py stages the handler, the core and ARCHIVE_ARTIFACTS in a private temporary folder, writes
+# model-config.yaml with handler.backend = BACKEND, and runs torch-model-archiver (tests/unit/test_archive_contents.py).
 # FORCE: the backend is a make variable, so rebuild whenever archive is asked for.
-$(MAR): $(MODEL_DIR)/model.pt2 $(MODEL_DIR)/index_to_name.json $(ONNX_FILES) handlers/*.py classifier/*.py $(MODEL_CONFIG) FORCE | $(STAMP) $(NATIVE_SO)
-	rm -rf $(STAGE) && mkdir -p $(STAGE)/handlers $(STAGE)/classifier $(MODEL_STORE)
-	cp handlers/*.py $(STAGE)/handlers/
-	cp classifier/*.py $(STAGE)/classifier/
-	if test -f $(NATIVE_SO); then cp $(NATIVE_SO) $(STAGE)/classifier/; else echo "note: archive without $(NATIVE_SO)" >&2; fi
-	$(if $(ONNX_FILES),cp $(ONNX_FILES) $(STAGE)/)
-	sed 's/^  backend: .*/  backend: $(BACKEND)/' $(MODEL_CONFIG) > $(STAGE)/../model-config.$(BACKEND).yaml
-	@# The archiver copies everything to $$TMPDIR/classifier first: a private TMPDIR keeps concurrent archives apart.
-	rm -rf $(STAGE)-tmp && mkdir -p $(STAGE)-tmp
-	TMPDIR=$(abspath $(STAGE)-tmp) $(VENV)/bin/torch-model-archiver --force --model-name classifier --version 1.0 \
-	  --serialized-file $(MODEL_DIR)/model.pt2 \
-	  --handler handlers/classifier_handler.py \
-	  --extra-files $(MODEL_DIR)/index_to_name.json,$(MODEL_DIR)/metadata.json,$(STAGE) \
-	  --config-file $(STAGE)/../model-config.$(BACKEND).yaml \
-	  --export-path $(MODEL_STORE)
-	rm -rf $(STAGE)-tmp
-	@echo "wrote $(MAR) (backend $(BACKEND))"
+$(MAR): $(ARCHIVE_ARTIFACTS) $(MODEL_DIR)/index_to_name.json handlers/*.py classifier/*.py serving/archive.py $(MODEL_CONFIG) FORCE | $(STAMP) $(NATIVE_SO)
+	$(PY) -m serving.archive --model-dir $(MODEL_DIR) --backend $(BACKEND) --model-config $(MODEL_CONFIG) --export-path $(MODEL_STORE)
 
 FORCE:
 

@@ -27,6 +27,11 @@ from typing import Protocol
 
 import torch
 
+# The backend names and their files live in classifier.artifacts (stdlib only, for make); BACKENDS is
+# re-exported because every consumer that builds a backend also offers the choice of one.
+from classifier.artifacts import ARTIFACTS, check_backend
+from classifier.artifacts import BACKENDS as BACKENDS
+
 logger = logging.getLogger(__name__)
 
 
@@ -38,15 +43,6 @@ class Backend(Protocol):
     def __call__(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
 
 
-ARTIFACTS = {
-    "eager": "model.pt2",
-    "onnxruntime": "model.onnx",
-    "onnxruntime-int8": "model.int8.onnx",
-    "openvino": "model.onnx",
-    "openvino-bf16": "model.onnx",
-    "openvino-int8": "model.int8.onnx",
-}
-BACKENDS = tuple(ARTIFACTS)
 RUNTIME_MODULE = {"onnxruntime": "onnxruntime", "openvino": "openvino"}
 
 
@@ -96,8 +92,7 @@ def resolve_backend(
         device: where the model will run.
         importable: whether a Python module can be imported (injected for tests).
     """
-    if requested not in ARTIFACTS:
-        raise ValueError(f"Invalid backend {requested!r}. Only {', '.join(BACKENDS)} are supported.")
+    check_backend(requested)
     if requested == "eager":
         return "eager", None
     if device.type != "cpu":
@@ -113,18 +108,6 @@ def resolve_backend(
     if ARTIFACTS[chosen] not in files:
         return "eager", f"{ARTIFACTS[chosen]} is not in the archive (make archive BACKEND={requested} adds it)"
     return chosen, reason
-
-
-def archive_artifacts(requested: str) -> list[str]:
-    """The artifacts an archive for ``requested`` carries, so that every fallback of :func:`resolve_backend` finds its file.
-
-    The backend's own, the fp32 ONNX that an -int8 / -bf16 variant uses on a CPU without VNNI / BF16 (it beats
-    eager there), and model.pt2 for eager (CUDA, a missing runtime). An fp32 backend leaves out model.int8.onnx
-    (24 MB); `make archive` packs exactly this list (tests/unit/test_archive_contents.py).
-    """
-    if requested not in ARTIFACTS:
-        raise ValueError(f"Invalid backend {requested!r}. Only {', '.join(BACKENDS)} are supported.")
-    return sorted({ARTIFACTS["eager"], ARTIFACTS[requested], ARTIFACTS[requested.split("-")[0]]})
 
 
 class EagerBackend:

@@ -28,14 +28,13 @@ import torch
 
 from classifier.backends import Backend, load_backend, torch_threads
 from classifier.decoding import ImageDecodeError
+from classifier.limits import MAX_SEED, SEED_BITS
 from classifier.postprocessing import embedding_stats, error_dict, top_k_predictions
 from classifier.preprocessing import preprocess_bytes
 from classifier.settings import HandlerSettings, usable_cpus
 from classifier.transforms import CropBox, PreprocessConfig
 
 logger = logging.getLogger(__name__)
-
-MAX_SEED = 2**63 - 1
 
 
 # ---------------------------------------------------------------- a failed item
@@ -75,11 +74,11 @@ def resolve_seed(mode: str, seed: int | None, draw: Callable[[int], int] = rando
     """The seed an image is cropped with, as the answer reports it.
 
     A centre crop has no randomness, so its seed is None whatever was asked. A random crop without
-    a seed draws one (``draw(63)``), so any answer can be reproduced by sending its reported seed.
+    a seed draws one (``draw(SEED_BITS)``), so any answer can be reproduced by sending its reported seed.
     """
     if mode == "center":
         return None
-    return draw(63) if seed is None else seed
+    return draw(SEED_BITS) if seed is None else seed
 
 
 # ---------------------------------------------------------------- the model's files

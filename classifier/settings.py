@@ -1,7 +1,8 @@
 """Serving settings: the ``handler:`` section of model-config.yaml, as a typed dataclass.
 
 The TorchServe handler and the command-line predictor both read it, so a setting means
-the same thing wherever the model runs.
+the same thing wherever the model runs. Each default equals the value model-config.yaml ships
+(tests/unit/test_settings.py), so a section that leaves a key out means what the shipped file says.
 """
 
 from __future__ import annotations
@@ -13,20 +14,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from classifier.transforms import PreprocessConfig
+from classifier.limits import MAX_BODY_BYTES, MAX_IMAGE_PIXELS
 
 
 @dataclass(frozen=True)
 class HandlerSettings:
     """The ``handler:`` section of model-config.yaml."""
 
-    backend: str = "eager"
+    backend: str = "openvino-int8"  # classifier.backends.resolve_backend falls back from it where it cannot run
     crop_mode: str = "random"
     threads: int = 0  # 0: cores / workers
-    max_image_pixels: int = PreprocessConfig.max_image_pixels
-    # Below the frontend's max_request_size, so an oversized upload gets a 413 with a
-    # reason; above that limit TorchServe can only reset the connection.
-    max_body_bytes: int = 10 * 2**20
+    max_image_pixels: int = MAX_IMAGE_PIXELS
+    max_body_bytes: int = MAX_BODY_BYTES
     topk: int = 2
     # Decode only the JPEG pixels the crop needs (classifier/jpeg_region.py); same answers either way.
     region_decode: bool = True

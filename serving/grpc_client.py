@@ -28,6 +28,8 @@ from typing import Any
 import grpc
 from google.protobuf import empty_pb2
 
+from classifier.limits import MAX_REQUEST_BYTES
+
 try:
     from serving._generated import inference_pb2, inference_pb2_grpc
 except ImportError as exc:  # a fresh clone before `make install`
@@ -37,10 +39,8 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 7070
 DEFAULT_MODEL = "classifier"
 DEFAULT_TIMEOUT = 60.0
-# The server takes up to max_request_size of config.properties (32 MiB; its gRPC server applies it too), so the
-# client sends up to that and lets the handler answer 413 with a reason above its own 10 MiB limit.
-# gRPC's own default cap would be 4 MiB. tests/unit/test_grpc_client.py checks the two numbers agree.
-MAX_MESSAGE_BYTES = 32 * 1024 * 1024
+# Send and receive up to the frontend's own cut-off (classifier.limits says why), not gRPC's default of 4 MiB.
+CHANNEL_OPTIONS = [("grpc.max_send_message_length", MAX_REQUEST_BYTES), ("grpc.max_receive_message_length", MAX_REQUEST_BYTES)]
 
 
 # TorchServe's own HTTP -> gRPC table (org.pytorch.serve.util.GRPCUtils), for error bodies.
@@ -95,8 +95,7 @@ def from_rpc_error(error: grpc.RpcError) -> PredictionError:
 
 
 def channel(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> grpc.Channel:
-    options = [("grpc.max_send_message_length", MAX_MESSAGE_BYTES), ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES)]
-    return grpc.insecure_channel(f"{host}:{port}", options=options)
+    return grpc.insecure_channel(f"{host}:{port}", options=CHANNEL_OPTIONS)
 
 
 def predictions_request(image: bytes, seed: int | None = None, model: str = DEFAULT_MODEL) -> inference_pb2.PredictionsRequest:

@@ -28,7 +28,8 @@ def make_context(model_dir, handler_settings=None, batch=1, gpu=None, headers=No
         gpu,
         "0.12.0",
         metrics=metrics_cache(),
-        model_yaml_config={"minWorkers": 1, "handler": handler_settings or {}},
+        # eager, not the shipped default: the CLI tests compare these answers with `--backend eager`'s.
+        model_yaml_config={"minWorkers": 1, "handler": {"backend": "eager", **(handler_settings or {})}},
     )
     ctx.request_processor = [RequestProcessor((headers or [{}] * batch)[i]) for i in range(batch)]
     ctx.request_ids = {i: f"req-{i}" for i in range(batch)}  # as TorchServe's worker sets them

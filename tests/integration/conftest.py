@@ -35,7 +35,6 @@ def model_store(tiny_model_dir, tmp_path_factory) -> Path:
             "archive",
             f"MODEL_DIR={tiny_model_dir}",
             f"MODEL_STORE={store}",
-            f"STAGE={work / 'stage'}",
             f"MODEL_CONFIG={work / 'model-config.yaml'}",
         ],
         cwd=REPO,

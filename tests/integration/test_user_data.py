@@ -50,7 +50,7 @@ def train_and_archive(work: Path, name: str, data_args: str) -> tuple[Path, dict
     """`make train` then `make archive` (default backend, so the int8 export runs) into work/<name>; the .mar path."""
     model_dir, store = work / name / "model", work / name / "store"
     make("train", f"MODEL_DIR={model_dir}", f"TRAIN_ARGS={QUICK} --run-dir {work / name / 'run'} {data_args}")
-    make("archive", f"MODEL_DIR={model_dir}", f"MODEL_STORE={store}", f"STAGE={work / name / 'stage'}")
+    make("archive", f"MODEL_DIR={model_dir}", f"MODEL_STORE={store}")
     return store / "classifier.mar", json.loads((model_dir / "metadata.json").read_text())
 
 

@@ -1,16 +1,26 @@
-"""What `make archive BACKEND=...` packs: the backend's artifact and exactly the ones its fallbacks need."""
+"""What `make archive BACKEND=...` packs: the backend's artifact and exactly the ones its fallbacks need.
+
+The archive is built by serving/archive.py; here with the real torch-model-archiver, on stand-in model files.
+"""
 
 from __future__ import annotations
 
 import itertools
+import json
 import os
-import re
 import subprocess
+import sys
+import zipfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
-from classifier.backends import ARTIFACTS, BACKENDS, archive_artifacts, resolve_backend
+from classifier.artifacts import ARTIFACTS, BACKENDS, archive_artifacts
+from classifier.backends import resolve_backend
+from serving.archive import DEFAULT_VERSION, build_archive, missing_file_message, with_backend
 from tests.conftest import REPO
 
 ALL_FILES = set(ARTIFACTS.values())
@@ -37,30 +47,135 @@ def test_fp32_backends_leave_the_int8_model_out_and_int8_keeps_its_fp32_fallback
         archive_artifacts("tensorrt")
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_make_archive_packs_exactly_those(backend):
-    env = {k: v for k, v in os.environ.items() if k not in {"MAKEFLAGS", "MFLAGS", "MAKELEVEL"}}
-    # -o: treat the model files as present, so that the dry run prints only the archive's own commands.
-    present = [arg for name in ["index_to_name.json", *ALL_FILES] for arg in ("-o", f"/m/{name}")]
+def make(*args: str) -> str:
+    """make in the repository, without the parent make's flags (under `make test`) and a BACKEND from the environment."""
+    env = {k: v for k, v in os.environ.items() if k not in {"MAKEFLAGS", "MFLAGS", "MAKELEVEL", "BACKEND"}}
     out = subprocess.run(
-        [
-            "make",
-            "-n",
-            "--no-print-directory",
-            "-o",
-            ".venv/.installed",
-            *present,
-            "archive",
-            f"BACKEND={backend}",
-            "MODEL_DIR=/m",
-        ],
+        ["make", "--no-print-directory", "-o", ".venv/.installed", *args],
         cwd=REPO,
         env=env,
         capture_output=True,
         text=True,
         timeout=60,
-        check=True,
-    ).stdout
-    copied = {name for line in out.splitlines() if line.startswith("cp /m/") for name in re.findall(r"/m/(\S+)", line)}
-    serialized = re.search(r"--serialized-file /m/(\S+)", out).group(1)
-    assert sorted(copied | {serialized}) == archive_artifacts(backend)
+    )
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_make_archive_packs_exactly_those(backend):
+    """make builds (training, the ONNX export) exactly the model files archive_artifacts names, then runs the entry point."""
+    # -o: treat the model files as present, so that the dry run prints only the archive's own command.
+    present = [arg for name in ["index_to_name.json", *ALL_FILES] for arg in ("-o", f"/m/{name}")]
+    # -p: after the commands, make's database, where the archive's rule lists its prerequisites expanded.
+    commands, database = make("-pn", *present, "archive", f"BACKEND={backend}", "MODEL_DIR=/m").split("\n# GNU Make", 1)
+    [rule] = [line for line in database.splitlines() if line.startswith("model_store/classifier.mar:")]
+    model_files = sorted(p.removeprefix("/m/") for p in rule.split(":", 1)[1].split() if p.startswith("/m/"))
+    assert model_files == sorted([*archive_artifacts(backend), "index_to_name.json"])
+    assert commands.strip().splitlines() == [
+        f".venv/bin/python -m serving.archive --model-dir /m --backend {backend} --model-config model-config.yaml "
+        "--export-path model_store"
+    ]
+
+
+def test_make_builds_the_onnx_files_only_for_a_backend_that_packs_them():
+    assert "training.export_onnx" in make("-n", "-o", "/m/model.pt2", "-o", "/m/index_to_name.json", "archive", "MODEL_DIR=/m")
+    eager = make("-n", "-o", "/m/model.pt2", "-o", "/m/index_to_name.json", "archive", "MODEL_DIR=/m", "BACKEND=eager")
+    assert "training.export_onnx" not in eager
+
+
+def test_make_asks_for_the_artifacts_with_the_standard_library_alone():
+    """make asks before .venv may exist (a fresh clone's `make serve`), so -S: no site-packages, no torch, no YAML."""
+    for backend in BACKENDS:
+        out = subprocess.run(
+            [sys.executable, "-S", "-m", "serving.archive", "--print-artifacts", "--backend", backend],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        assert out.stdout.split() == archive_artifacts(backend)
+
+
+@pytest.fixture
+def model_dir(tmp_path) -> Path:
+    """Stand-ins for every file `make train` and the ONNX export write: the archiver only copies them."""
+    folder = tmp_path / "model"
+    folder.mkdir()
+    for name in [*ALL_FILES, "index_to_name.json", "metadata.json"]:
+        (folder / name).write_text(f"stand-in {name}")
+    return folder
+
+
+def archived(mar: Path) -> dict[str, bytes]:
+    with zipfile.ZipFile(mar) as z:
+        return {name: z.read(name) for name in z.namelist() if not name.endswith("/")}
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_the_archive_holds_exactly_those_and_the_backend_in_its_model_config(backend, model_dir, tmp_path):
+    mar = build_archive(model_dir, backend, REPO / "model-config.yaml", tmp_path / "store")
+    files = archived(mar)
+    assert sorted(name for name in files if name in ALL_FILES) == archive_artifacts(backend)
+    for name in [*archive_artifacts(backend), "index_to_name.json", "metadata.json"]:
+        assert files[name] == (model_dir / name).read_bytes(), name
+    assert {"classifier_handler.py", "handlers/requests.py", "classifier/limits.py", "classifier/artifacts.py"} <= set(files)
+    manifest = json.loads(files["MAR-INF/MANIFEST.json"])["model"]
+    assert manifest["modelName"] == "classifier" and manifest["serializedFile"] == "model.pt2"
+    assert manifest["modelVersion"] == DEFAULT_VERSION
+    config = yaml.safe_load(files[manifest["configFile"]])
+    shipped = yaml.safe_load((REPO / "model-config.yaml").read_text())
+    assert config == {**shipped, "handler": {**shipped["handler"], "backend": backend}}
+
+
+def test_the_version_is_a_parameter(model_dir, tmp_path):
+    mar = build_archive(model_dir, "eager", REPO / "model-config.yaml", tmp_path / "store", version="2.3")
+    assert json.loads(archived(mar)["MAR-INF/MANIFEST.json"])["model"]["modelVersion"] == "2.3"
+
+
+def test_archives_built_at_the_same_time_keep_their_own_files(model_dir, tmp_path):
+    """Each run stages in, and gives the archiver, its own temporary folder (the archiver copies to $TMPDIR/classifier)."""
+    backends = ["eager", "openvino-int8", "onnxruntime", "eager"]
+    with ThreadPoolExecutor(len(backends)) as pool:
+        mars = list(
+            pool.map(
+                lambda job: build_archive(model_dir, job[1], REPO / "model-config.yaml", tmp_path / f"store{job[0]}"),
+                enumerate(backends),
+            )
+        )
+    for backend, mar in zip(backends, mars, strict=True):
+        assert sorted(name for name in archived(mar) if name in ALL_FILES) == archive_artifacts(backend), backend
+
+
+def test_the_archived_model_config_keeps_every_comment_and_changes_only_the_backend():
+    shipped = (REPO / "model-config.yaml").read_text()
+    edited = with_backend(shipped, "eager")
+    changed = [(a, b) for a, b in zip(shipped.splitlines(), edited.splitlines(), strict=True) if a != b]
+    assert changed == [("  backend: openvino-int8", "  backend: eager")]
+
+
+def test_a_model_config_without_a_handler_section_gets_one():
+    assert yaml.safe_load(with_backend("batchSize: 8\n", "onnxruntime")) == {
+        "batchSize": 8,
+        "handler": {"backend": "onnxruntime"},
+    }
+    with pytest.raises(ValueError, match="mapping"):
+        with_backend("- a list\n", "eager")
+
+
+def test_a_missing_artifact_is_named_with_the_make_target_that_writes_it(model_dir, tmp_path):
+    (model_dir / "model.int8.onnx").unlink()
+    with pytest.raises(SystemExit) as exc:
+        build_archive(model_dir, "openvino-int8", REPO / "model-config.yaml", tmp_path / "store")
+    message = str(exc.value)
+    assert f"{model_dir / 'model.int8.onnx'} is missing" in message
+    assert f"make archive MODEL_DIR={model_dir} BACKEND=openvino-int8" in message
+    assert "make train" in missing_file_message(model_dir / "model.pt2", "eager")
+    assert not (tmp_path / "store" / "classifier.mar").exists()
+    build_archive(model_dir, "openvino", REPO / "model-config.yaml", tmp_path / "store")  # needs no int8 model
+
+
+def test_an_unknown_backend_names_the_valid_ones(model_dir, tmp_path):
+    with pytest.raises(SystemExit, match="Only eager, onnxruntime"):
+        build_archive(model_dir, "tensorrt", REPO / "model-config.yaml", tmp_path / "store")

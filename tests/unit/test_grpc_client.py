@@ -61,8 +61,13 @@ def test_status_table_falls_back_by_class():
 
 
 def test_client_message_cap_equals_the_servers_request_cap():
-    from serving.grpc_client import MAX_MESSAGE_BYTES
+    from classifier.limits import MAX_REQUEST_BYTES as MAX_MESSAGE_BYTES
+    from serving.grpc_client import CHANNEL_OPTIONS
     from serving.launcher import read_properties
 
+    assert dict(CHANNEL_OPTIONS) == {
+        "grpc.max_send_message_length": MAX_MESSAGE_BYTES,
+        "grpc.max_receive_message_length": MAX_MESSAGE_BYTES,
+    }
     for config in (REPO / "config.properties", REPO / "docker" / "config.properties"):
         assert int(read_properties(config)["max_request_size"]) == MAX_MESSAGE_BYTES, config

@@ -8,7 +8,8 @@ import json
 
 import pytest
 
-from classifier.service import MAX_SEED, ItemError, check_body_size, resolve_seed
+from classifier.limits import MAX_SEED
+from classifier.service import ItemError, check_body_size, resolve_seed
 from cli.predict import FORMATS, Result, Writer, add_arguments, choose_format, collect_paths, csv_header, table_lines
 
 OK = Result(
