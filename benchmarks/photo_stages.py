@@ -1,7 +1,7 @@
 """Per-stage cost of preprocessing one request, full Pillow decode against region decode, and the server's body cost.
 
-    python -m loadtests.photo_stages build/loadtest_photos [--repeats 20]           # in-process stages
-    python -m loadtests.photo_stages build/loadtest_photos --server model_store/classifier.mar
+    python -m benchmarks.photo_stages build/loadtest_photos [--repeats 20]           # in-process stages
+    python -m benchmarks.photo_stages build/loadtest_photos --server model_store/classifier.mar
 
 In-process: every stage of ``preprocess_bytes`` timed on its own (median over ``--repeats`` random crops of every
 image, one thread). With ``--server``: a private TorchServe on free loopback ports gets, one request at a time,
@@ -107,7 +107,7 @@ def server_costs(
     """Per request kind: (name, wall p50 ms, Java frontend CPU ms, Python worker CPU ms), one request at a time."""
     import psutil
 
-    from loadtests.cpu_split import process_cpu
+    from benchmarks.cpu_split import process_cpu
     from serving.launcher import REPO, TorchServeProcess, loopback_overrides
 
     overrides = {**loopback_overrides(mar.parent, f"classifier={mar.name}"), **({"vmargs": vmargs} if vmargs else {})}

@@ -1,7 +1,7 @@
 """Offline `python -m classifier predict` against the server, on one folder of mixed images, same archive, same machine.
 
-    make cli-bench                                    # python -m loadtests.cli_bench --mar model_store/classifier.mar
-    python -m loadtests.cli_bench --mar model_store/classifier.mar --images 60 --rounds 1 --out build/cli.md   # a quick check
+    make cli-bench                                    # python -m benchmarks.cli_bench --mar model_store/classifier.mar
+    python -m benchmarks.cli_bench --mar model_store/classifier.mar --images 60 --rounds 1 --out build/cli.md   # a quick check
 
 1. Writes ``--images`` generated images (loadtests.images: PNG and JPEG, 1 in 7 of 800-1600 px, the rest 64-320 px).
 2. Starts a private TorchServe on free loopback ports serving the archive with its own model-config
@@ -28,7 +28,7 @@ from pathlib import Path
 import requests
 import yaml
 
-from loadtests.bench import loopback_overrides, machine
+from benchmarks.bench import loopback_overrides, machine
 from loadtests.images import write_images
 from serving.launcher import REPO, TorchServeProcess
 from training import synthetic
@@ -233,7 +233,7 @@ def main(args: argparse.Namespace) -> dict:
         or (
             "make cli-bench"
             if mar == (REPO / "model_store" / "classifier.mar").resolve()
-            else f"python -m loadtests.cli_bench --mar {shown}"
+            else f"python -m benchmarks.cli_bench --mar {shown}"
         ),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

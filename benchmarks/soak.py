@@ -1,6 +1,6 @@
 """Bounded soak: serve the archived model, load it for a fixed time, and record memory over time.
 
-    python -m loadtests.soak [--duration 300] [--clients 4] [--out docs/soak.md]
+    python -m benchmarks.soak [--duration 300] [--clients 4] [--out docs/soak.md]
 
 Starts its own TorchServe on free loopback ports with model_store/classifier.mar,
 runs ``--clients`` closed-loop clients for ``--duration`` seconds, samples the RSS
@@ -104,7 +104,7 @@ def main() -> None:
         f"({psutil.cpu_count()} CPUs, {psutil.virtual_memory().total / 2**30:.0f} GiB), "
         f"model `model_store/classifier.mar`, {args.clients} closed-loop clients over loopback for {args.duration:.0f} s.",
         "",
-        "Reproduce: `make soak` (`python -m loadtests.soak --duration 300 --clients 4`).",
+        "Reproduce: `make soak` (`python -m benchmarks.soak --duration 300 --clients 4`).",
         "",
         f"- requests: {total} ({counts['ok']} OK, {counts['failed']} failed), {total / args.duration:.1f} req/s",
         f"- worker RSS: {steady[0][1]:.0f} MB at {steady[0][0]:.0f} s, {samples[-1][1]:.0f} MB at the end; "

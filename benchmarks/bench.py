@@ -1,14 +1,14 @@
 """Side-by-side benchmark: raw model, our served endpoint, and stock TorchServe, in one run on one machine.
 
-    make bench                                      # python -m loadtests.bench
-    python -m loadtests.bench --duration 5 --warmup 2 --raw-seconds 3 --out-dir build/bench-short   # a quick check
+    make bench                                      # python -m benchmarks.bench
+    python -m benchmarks.bench --duration 5 --warmup 2 --raw-seconds 3 --out-dir build/bench-short   # a quick check
 
 1. Raw model: the served artifact (build/model/model.pt2) through classifier.backends.load_backend, in-process,
    with ``--threads`` torch threads, at every ``--batch-sizes`` (images/s). ``--backends`` picks which backends.
 2. Ours: model_store/classifier.mar on a private TorchServe (config.properties, free loopback ports), loaded
    by the real locust (headless, subprocess) at each ``--concurrency`` for ``--duration`` s after a ``--warmup``.
 3. Stock: TorchServe's own image_classifier handler serving the same ResNet50 weights with TorchServe's
-   default config (loadtests/stock/config.properties: workers = one per core, no batching), same images,
+   default config (benchmarks/stock/config.properties: workers = one per core, no batching), same images,
    same locust client.
 4. Phone photos: both servers again on 12 MP JPEGs (``--photo-dir``, made by ``loadtests.images --kind photos``)
    at ``--photo-concurrency``; ``--workload NAME=DIR`` adds more such image sets, ``--only-photos`` skips 1 and
@@ -42,7 +42,7 @@ from classifier.backends import BACKENDS
 from serving.launcher import REPO, TorchServeProcess, loopback_overrides
 
 LOCUSTFILE = REPO / "loadtests" / "locustfile.py"
-STOCK_DIR = REPO / "loadtests" / "stock"
+STOCK_DIR = REPO / "benchmarks" / "stock"
 STOCK_TOPK = 5  # what TorchServe's ImageClassifier asks torch.topk for
 SERVERS = ("ours", "stock")
 MIXED = "mixed"  # the workload of --image-dir, measured at --concurrency; the headline is about it
@@ -170,7 +170,7 @@ def served_section(report: dict, served: list[dict]) -> list[str]:
         "- **ours**: `model_store/classifier.mar` with `config.properties` and `model-config.yaml` "
         f"(backend `{s['served_backend']}`, dynamic batching, 1 worker using every core).",
         f"- **stock**: TorchServe's `{s['stock_handler']}` handler, same ResNet50 weights, TorchServe's default config "
-        "(`loadtests/stock/config.properties`: one worker per core, no batching).",
+        "(`benchmarks/stock/config.properties`: one worker per core, no batching).",
         "",
         "| concurrency | ours req/s | stock req/s | ours / stock | ours p50 / p95 / p99 (ms) | stock p50 / p95 / p99 (ms) "
         "| failed (ours / stock) |",
@@ -618,7 +618,7 @@ def main(args: argparse.Namespace) -> dict:
 
     report = {
         "date": started.strftime("%Y-%m-%d %H:%M %Z"),
-        "command": shlex.join(["python", "-m", "loadtests.bench", *sys.argv[1:]]),
+        "command": shlex.join(["python", "-m", "benchmarks.bench", *sys.argv[1:]]),
         "machine": machine(),
         "versions": versions(),
         "settings": {

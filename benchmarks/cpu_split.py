@@ -1,7 +1,7 @@
 """Where the CPU of a served request goes: Java frontend, Python worker and load client, under locust load.
 
-    python -m loadtests.cpu_split model_store/classifier.mar build/loadtest_photos --users 16
-    python -m loadtests.cpu_split model_store/classifier.mar build/loadtest_images --users 16 --vmargs=-XX:+UseParallelGC
+    python -m benchmarks.cpu_split model_store/classifier.mar build/loadtest_photos --users 16
+    python -m benchmarks.cpu_split model_store/classifier.mar build/loadtest_images --users 16 --vmargs=-XX:+UseParallelGC
 
 A private TorchServe on free loopback ports serves the archive; locust (the bench's locustfile, as ``make bench``
 runs it) warms it for 5 s, then loads it for ``--seconds``. Printed: req/s and latency, the CPU seconds each
@@ -19,7 +19,7 @@ import resource
 import urllib.request
 from pathlib import Path
 
-from loadtests.bench import run_locust
+from benchmarks.bench import run_locust
 from serving.launcher import REPO, TorchServeProcess, loopback_overrides
 
 STAGE = re.compile(r'^classifier_stage_duration_seconds_(sum|count)\{.*stage="(\w+)".*\} (\S+)$')
