@@ -28,9 +28,9 @@ from pathlib import Path
 import requests
 import yaml
 
-from benchmarks.bench import loopback_overrides, machine
+from benchmarks.running import machine
 from loadtests.images import write_images
-from serving.launcher import REPO, TorchServeProcess
+from serving.launcher import REPO, TorchServeProcess, loopback_overrides
 from training import synthetic
 
 SEED = "1"

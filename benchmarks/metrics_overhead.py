@@ -14,7 +14,7 @@ import json
 import statistics
 from pathlib import Path
 
-from benchmarks.bench import run_locust
+from benchmarks.running import run_locust
 from loadtests.images import write_images
 from serving.launcher import REPO, TorchServeProcess, loopback_overrides
 

@@ -107,7 +107,7 @@ def server_costs(
     """Per request kind: (name, wall p50 ms, Java frontend CPU ms, Python worker CPU ms), one request at a time."""
     import psutil
 
-    from benchmarks.cpu_split import process_cpu
+    from benchmarks.running import process_cpu
     from serving.launcher import REPO, TorchServeProcess, loopback_overrides
 
     overrides = {**loopback_overrides(mar.parent, f"classifier={mar.name}"), **({"vmargs": vmargs} if vmargs else {})}

@@ -330,8 +330,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def machine_description() -> str:
-    """The bench's own machine record, in one line."""
-    from benchmarks.bench import machine
+    """The benchmarks' machine record (benchmarks.running.machine), in one line."""
+    from benchmarks.running import machine
 
     m = machine()
     return f"{m['cpu']}, {os.cpu_count()} cores visible, {m['os']}"

@@ -6,7 +6,8 @@ import math
 
 import pytest
 
-from benchmarks.bench import best_batch, broken_levels, headline, parse_locust_stats, plot, ratio, render_markdown, stock_handler
+from benchmarks.bench import best_batch, broken_levels, headline, plot, ratio, render_markdown, stock_handler
+from benchmarks.running import parse_locust_stats
 from loadtests.contract import check, check_ours, check_stock
 
 HEADER = (
