@@ -34,6 +34,7 @@ from pathlib import Path
 
 import yaml
 
+from benchmarks import reports
 from benchmarks.running import machine, run_locust
 from classifier.backends import BACKENDS
 from serving.launcher import REPO, TorchServeProcess, loopback_overrides
@@ -88,136 +89,65 @@ def headline(raw: list[dict], served: list[dict], served_backend: str) -> list[d
     return rows
 
 
-def _f(value: float | None, fmt: str = ".1f", suffix: str = "") -> str:
-    return "n/a" if value is None else f"{value:{fmt}}{suffix}"
-
-
 def render_markdown(report: dict) -> str:
-    """docs/benchmarks.md from the report dict that is also written as JSON."""
-    s, m = report["settings"], report["machine"]
-    raw, served = report["raw"], workload_rows(report["served"])
-    lines = [
-        "# Benchmarks: raw model, our endpoint, stock TorchServe",
-        "",
-        f"Measured {report['date']} on {m['cpu']} ({m['cores']} logical cores, {m['ram_gib']:.0f} GiB RAM), "
-        f"{m['os']}, Python {m['python']}, torch {report['versions'].get('torch')}, "
-        f"TorchServe {report['versions'].get('torchserve')}, locust {report['versions'].get('locust')}.",
-        "",
-        f"Command: `{report['command']}`",
-        "",
-        f"Each concurrency level: {s['warmup_s']:.0f} s warm-up (discarded), then {s['duration_s']:.0f} s measured with "
-        f"locust headless over loopback, closed loop (each user sends its next image when the previous answer arrives). "
-        f"{s['images']} generated images (PNG and JPEG, 64-1600 px), every answer validated. "
-        "One image per request, so req/s and images/s compare directly.",
+    """docs/benchmarks.md (templates/benchmarks.md.j2) from the report dict that is also written as JSON."""
+    settings = report["settings"]
+    return reports.render(
+        "benchmarks.md.j2",
+        date=report["date"],
+        command=report["command"],
+        m=report["machine"],
+        versions=report["versions"],
+        s=settings,
+        headline=report["headline"],  # empty with --only-photos: then only the workload table has numbers
+        served=served_table(report),
+        raw=raw_table(report["raw"]),
+        batch_sizes=sorted({r["batch_size"] for r in report["raw"]}),
+        workloads=workload_section(report),
+        workload_dirs=settings.get("workloads", {}),
+        baseline_mar=settings.get("baseline_mar"),
+    )
+
+
+def served_table(report: dict) -> list[dict]:
+    """Per headline concurrency, the mixed-images rows of ours and stock ({} when not measured) and their ratio."""
+    served = workload_rows(report["served"])
+    return [
+        {
+            "concurrency": h["concurrency"],
+            "ours": find(served, server="ours", concurrency=h["concurrency"]) or {},
+            "stock": find(served, server="stock", concurrency=h["concurrency"]) or {},
+            "ours_over_stock": h["throughput_ours_over_stock"],
+        }
+        for h in report["headline"]
     ]
-    if report["headline"]:  # absent with --only-photos: then only the workload section has numbers
-        lines += served_section(report, served)
-    if raw:
-        lines += raw_section(raw, s)
-    if report["headline"]:
-        lines += headline_section(report)
-    lines += workload_section(report)
-    lines += [
-        "",
-        "![throughput and p99 latency against concurrency](benchmarks.png)",
-        "",
-        "Raw numbers: [benchmarks.json](benchmarks.json). Methodology and commands: README, *Load tests and benchmarks*.",
-    ]
-    return "\n".join(lines) + "\n"
 
 
-def served_section(report: dict, served: list[dict]) -> list[str]:
-    s = report["settings"]
-    lines = [
-        "",
-        "## Served endpoint",
-        "",
-        "- **ours**: `model_store/classifier.mar` with `config.properties` and `model-config.yaml` "
-        f"(backend `{s['served_backend']}`, dynamic batching, 1 worker using every core).",
-        f"- **stock**: TorchServe's `{s['stock_handler']}` handler, same ResNet50 weights, TorchServe's default config "
-        "(`benchmarks/stock/config.properties`: one worker per core, no batching).",
-        "",
-        "| concurrency | ours req/s | stock req/s | ours / stock | ours p50 / p95 / p99 (ms) | stock p50 / p95 / p99 (ms) "
-        "| failed (ours / stock) |",
-        "|---:|---:|---:|---:|---|---|---:|",
-    ]
-    for h in report["headline"]:
-        c = h["concurrency"]
-        o, k = find(served, server="ours", concurrency=c) or {}, find(served, server="stock", concurrency=c) or {}
-
-        def pct(r: dict) -> str:
-            return " / ".join(_f(r.get(p), ".0f") for p in ("p50_ms", "p95_ms", "p99_ms"))
-
-        lines.append(
-            f"| {c} | {_f(o.get('rps'))} | {_f(k.get('rps'))} | {_f(h['throughput_ours_over_stock'], '.2f', '×')} "
-            f"| {pct(o)} | {pct(k)} | {o.get('failures', 'n/a')} / {k.get('failures', 'n/a')} |"
-        )
-    return lines
-
-
-def headline_section(report: dict) -> list[str]:
-    lines = ["", "## Headline", ""]
-    for h in report["headline"]:
-        lines.append(
-            f"- concurrency {h['concurrency']}: "
-            f"throughput ours / stock = **{_f(h['throughput_ours_over_stock'], '.2f', '×')}**, "
-            f"p99 stock / ours = {_f(h['p99_stock_over_ours'], '.2f', '×')}; "
-            f"served / raw model = {_f(h['served_over_raw_bs1'], '.0%')} of bs 1, "
-            f"{_f(h['served_over_raw_best'], '.0%')} of the best batch size."
-        )
-    return lines
-
-
-def raw_section(raw: list[dict], s: dict) -> list[str]:
+def raw_table(raw: list[dict]) -> list[dict]:
+    """Per backend: images/s at every measured batch size (None where not measured) and the best record."""
     batch_sizes = sorted({r["batch_size"] for r in raw})
-    lines = [
-        "",
-        f"## Raw model (in-process, {s['threads']} torch threads, random 3×{s['input_size']}×{s['input_size']} input)",
-        "",
-        "| backend | " + " | ".join(f"bs {b} img/s" for b in batch_sizes) + " | best |",
-        "|---|" + "---:|" * (len(batch_sizes) + 1),
+    return [
+        {
+            "backend": backend,
+            "images_per_s": [(find(raw, backend=backend, batch_size=b) or {}).get("images_per_s") for b in batch_sizes],
+            "best": best_batch(raw, backend),
+        }
+        for backend in sorted({r["backend"] for r in raw})
     ]
-    for backend in sorted({r["backend"] for r in raw}):
-        cells = [_f((find(raw, backend=backend, batch_size=b) or {}).get("images_per_s")) for b in batch_sizes]
-        best = best_batch(raw, backend)
-        lines.append(f"| {backend} | " + " | ".join(cells) + f" | {_f(best['images_per_s'])} at bs {best['batch_size']} |")
-    return lines
 
 
-def workload_section(report: dict) -> list[str]:
-    """The table of the other workloads (phone photos first), with ours / stock and ours / baseline ratios."""
+def workload_section(report: dict) -> list[dict]:
+    """The rows of the other workloads' table (phone photos first), each with its ratios to stock and to the
+    baseline at the same workload and concurrency; empty when the run measured only the mixed images."""
     others = [r for r in report["served"] if r.get("workload", MIXED) != MIXED]
-    if not others:
-        return []
-    dirs = report["settings"].get("workloads", {})
-    lines = [
-        "",
-        "## Phone photos and other workloads",
-        "",
-        "Same servers and client, other image sets: "
-        + "; ".join(f"**{name}** = `{path}`" for name, path in dirs.items())
-        + ". The photos are 12 MP JPEGs at quality 90 (4-6 MB, some with an EXIF rotation), made by "
-        "`python -m loadtests.images DIR --kind photos`."
-        + (
-            " **baseline** is `" + report["settings"]["baseline_mar"] + "` with our config."
-            if report["settings"].get("baseline_mar")
-            else ""
-        ),
-        "",
-        "| workload | concurrency | server | req/s | p50 / p95 / p99 (ms) | failed | vs stock | vs baseline |",
-        "|---|---:|---|---:|---|---:|---:|---:|",
-    ]
+    rows = []
     for row in sorted(others, key=lambda r: (r["workload"] != "photos", r["workload"], r["concurrency"], r["server"])):
         same = {"workload": row["workload"], "concurrency": row["concurrency"]}
         stock, base = find(others, server="stock", **same) or {}, find(others, server="baseline", **same) or {}
-        pct = " / ".join(_f(row.get(p), ".0f") for p in ("p50_ms", "p95_ms", "p99_ms"))
-        vs_stock = _f(ratio(row.get("rps"), stock.get("rps")), ".2f", "×") if row["server"] != "stock" else ""
-        vs_base = _f(ratio(row.get("rps"), base.get("rps")), ".2f", "×") if row["server"] == "ours" else ""
-        lines.append(
-            f"| {row['workload']} | {row['concurrency']} | {row['server']} | {_f(row.get('rps'))} | {pct} "
-            f"| {row.get('failures', 'n/a')} | {vs_stock} | {vs_base} |"
+        rows.append(
+            {**row, "vs_stock": ratio(row.get("rps"), stock.get("rps")), "vs_baseline": ratio(row.get("rps"), base.get("rps"))}
         )
-    return lines
+    return rows
 
 
 def plot(report: dict, path: Path) -> None:
@@ -361,8 +291,8 @@ def measure_server(
         rows.append({"server": name, "workload": workload, "concurrency": users, **result})
         label = name if workload == MIXED else f"{name} {workload}"  # delay_sweep.sh greps "ours c=N:"
         print(
-            f"{label} c={users}: {_f(result['rps'])} req/s, p50 {_f(result['p50_ms'], '.0f')} ms, "
-            f"p99 {_f(result['p99_ms'], '.0f')} ms, {result['failures']} failed of {result['requests']}",
+            f"{label} c={users}: {reports.measured(result['rps'])} req/s, p50 {reports.measured(result['p50_ms'], '.0f')} ms, "
+            f"p99 {reports.measured(result['p99_ms'], '.0f')} ms, {result['failures']} failed of {result['requests']}",
             flush=True,
         )
     return rows
