@@ -8,6 +8,6 @@
 - ``predict``: ``python -m classifier predict PATH...``, the server's answers for files, without a server;
 - ``settings``: the serving settings of model-config.yaml.
 
-Consumers (the TorchServe handler in ``handlers/``, ``training/``, ``loadtests/``, the CLI)
+Consumers (the TorchServe handler in ``handlers/``, ``training/``, ``benchmarks/``, ``cpp.compare``, the CLI)
 import from here; nothing here imports TorchServe.
 """
