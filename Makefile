@@ -152,12 +152,12 @@ loadtest: | $(STAMP) $(IMAGES)
 	  --csv reports/loadtest --html reports/loadtest.html
 
 bench: $(MAR) | $(STAMP)
-	$(PY) -m loadtests.bench $(BENCH_ARGS)
+	$(PY) -m benchmarks.bench $(BENCH_ARGS)
 
 # The command-line predictor vs a private server with 4 clients, same 500 images and archive; writes docs/cli.md.
 CLI_BENCH_ARGS ?=
 cli-bench: $(MAR) | $(STAMP)
-	$(PY) -m loadtests.cli_bench --mar $(MAR) $(CLI_BENCH_ARGS)
+	$(PY) -m benchmarks.cli_bench --mar $(MAR) $(CLI_BENCH_ARGS)
 
 # ---------------------------------------------------------------- C++ pipeline
 # The same pipeline in C++ (cpp/): libjpeg-turbo and libpng from Debian, OpenVINO's C++ runtime from the
@@ -177,7 +177,7 @@ $(CPP_BIN): cpp/CMakeLists.txt cpp/check_deps.sh $(wildcard cpp/src/*) | $(STAMP
 
 # C++ vs Python, stage by stage on the same images and model (MODEL_DIR); writes docs/cpp-vs-python.{md,png}.
 cpp-report: $(CPP_BIN) $(MODEL_DIR)/model.int8.onnx | $(STAMP)
-	flock /tmp/bench.lock $(PY) -m loadtests.cpp_vs_python --model-dir $(MODEL_DIR) --binary $(CPP_BIN) $(CPP_REPORT_ARGS)
+	flock /tmp/bench.lock $(PY) -m cpp.compare --model-dir $(MODEL_DIR) --binary $(CPP_BIN) $(CPP_REPORT_ARGS)
 
 # ---------------------------------------------------------------- tests
 # ruff lint and format check (config in pyproject.toml); `make format` rewrites in place.
@@ -195,7 +195,7 @@ format: $(STAMP)
 # a few points under today's figure so that a lot of new untested code fails the build.
 COVERAGE_CORE  ?= 90
 COVERAGE_TOTAL ?= 70
-COVERAGE_PACKAGES := classifier handlers training serving loadtests
+COVERAGE_PACKAGES := classifier handlers training serving loadtests benchmarks monitoring cpp
 test: lint install
 	rm -f .coverage .coverage.*
 	$(PY) -m pytest --cov --cov-report= --cov-fail-under=$(COVERAGE_TOTAL)
@@ -214,7 +214,7 @@ test-fast: $(STAMP) $(STUBS) $(NATIVE_SO)
 
 # 5 minutes of bounded loopback load against a private server; writes docs/soak.md.
 soak: $(MAR)
-	$(PY) -m loadtests.soak --duration 300 --clients 4
+	$(PY) -m benchmarks.soak --duration 300 --clients 4
 
 clean:
 	rm -rf build logs $(MAR) .pytest_cache
@@ -255,7 +255,7 @@ monitor:
 
 # A stream of generated images to `make serve`: SHIFT=none|invert|blur|noise|photo_like|rings|one_class.
 drift-stream: | $(STAMP)
-	$(PY) -m loadtests.drift_streams --url $(HOST) --shift $(SHIFT) --count $(COUNT)
+	$(PY) -m monitoring.drift_streams --url $(HOST) --shift $(SHIFT) --count $(COUNT)
 
 # ---------------------------------------------------------------- containers
 # One Dockerfile, two flavours (FLAVOUR=cpu|gpu); the archive is built first because the image copies it.

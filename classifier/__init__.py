@@ -7,8 +7,9 @@
 - ``backends``: eager / ONNX Runtime / OpenVINO inference behind one ``Backend`` protocol;
 - ``postprocessing``: top-k predictions, embedding statistics, error bodies;
 - ``settings``: the serving settings of model-config.yaml; ``limits``: what one request may cost;
+- ``artifacts``: the backend names and the files each needs (stdlib only: make reads it before a venv exists);
 - ``drift``: the embedding-drift score the server exports.
 
-Consumers (the TorchServe handler in ``handlers/``, ``training/``, the CLI in ``cli/``, the benchmarks, the C++
-harness) import from here; nothing here imports TorchServe or a consumer.
+Consumers (the TorchServe handler in ``handlers/``, ``training/``, the CLI in ``cli/``, ``benchmarks/``, the C++
+harness ``cpp.compare``) import from here; nothing here imports TorchServe or a consumer.
 """

@@ -1,6 +1,6 @@
 """A private Prometheus (Debian's binary) on a free loopback port, scraping given targets with our alert rules.
 
-Used by the live monitoring test and loadtests.drift_demo; `make monitor` runs the same binary against `make serve`.
+Used by the live monitoring test and monitoring.drift_demo; `make monitor` runs the same binary against `make serve`.
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ from PIL import Image
 from classifier.decoding import ImageDecodeError, decode_image
 from classifier.preprocessing import preprocess_bytes
 from classifier.transforms import CropBox, PreprocessConfig, normalize_and_pad, zoom_crop
-from loadtests.cpp_vs_python import PythonPipeline, photo_like, run_cpp
+from cpp.compare import PythonPipeline, photo_like, run_cpp
 from tests.conftest import REPO, encode, random_image
 
 pytestmark = pytest.mark.slow

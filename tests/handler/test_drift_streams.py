@@ -15,7 +15,7 @@ from classifier.backends import load_backend
 from classifier.drift import DriftMonitor, build_reference, signals_from_outputs
 from classifier.preprocessing import preprocess_bytes
 from classifier.transforms import PreprocessConfig
-from loadtests.drift_streams import SHIFTS, images, png_bytes
+from monitoring.drift_streams import SHIFTS, images, png_bytes
 
 pytestmark = pytest.mark.slow
 

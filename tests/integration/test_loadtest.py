@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from loadtests.bench import parse_locust_stats
+from benchmarks.running import parse_locust_stats
 from loadtests.images import write_images
 from tests.conftest import REPO
 

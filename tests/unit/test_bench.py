@@ -6,7 +6,8 @@ import math
 
 import pytest
 
-from loadtests.bench import best_batch, broken_levels, headline, parse_locust_stats, plot, ratio, render_markdown, stock_handler
+from benchmarks.bench import best_batch, broken_levels, headline, plot, ratio, render_markdown, stock_handler
+from benchmarks.running import parse_locust_stats
 from loadtests.contract import check, check_ours, check_stock
 
 HEADER = (
@@ -82,7 +83,7 @@ def test_best_batch_and_headline_ratios():
 def report():
     return {
         "date": "2026-11-23 12:00 UTC",
-        "command": "python -m loadtests.bench --duration 5",
+        "command": "python -m benchmarks.bench --duration 5",
         "machine": {"cpu": "Test CPU", "cores": 2, "ram_gib": 16.0, "os": "Linux", "python": "3.11.9"},
         "versions": {"torch": "2.14.1", "torchserve": "0.12.0", "locust": "2.47.0"},
         "settings": {
@@ -104,7 +105,7 @@ def report():
 def test_render_markdown_has_the_tables_machine_command_and_ratios():
     md = render_markdown(report())
     assert "Test CPU (2 logical cores, 16 GiB RAM)" in md and "2026-11-23" in md
-    assert "`python -m loadtests.bench --duration 5`" in md
+    assert "`python -m benchmarks.bench --duration 5`" in md
     assert "| 16 | 24.0 | 8.0 | 3.00× | 600 / 700 / 800 | 2000 / 4000 / 5000 | 0 / 2 |" in md
     assert "| eager | 20.0 | 32.0 | 30.0 | 32.0 at bs 8 |" in md
     assert "concurrency 16: throughput ours / stock = **3.00×**, p99 stock / ours = 6.25×" in md
@@ -120,7 +121,7 @@ def test_render_markdown_with_a_server_left_out():
 
 
 def test_report_without_raw_backends(tmp_path):
-    """loadtests/delay_sweep.sh runs the bench with --backends "": served rows only, and the report still renders."""
+    """benchmarks/delay_sweep.sh runs the bench with --backends "": served rows only, and the report still renders."""
     r = report()
     r["raw"] = []
     r["headline"] = headline([], SERVED, "eager")
@@ -185,7 +186,7 @@ def test_broken_levels_are_the_failed_or_empty_ones():
 
 
 def test_photo_rows_get_their_own_table_and_stay_out_of_the_headline():
-    from loadtests.bench import workload_section
+    from benchmarks.bench import workload_section
 
     photos = [
         {"server": s, "workload": "photos", "concurrency": 16, "requests": 100, "failures": 0, "rps": rps}
@@ -216,7 +217,7 @@ def test_an_only_photos_report_has_no_empty_tables():
 
 
 def test_workload_levels_and_arguments():
-    from loadtests.bench import get_args_parser, workload_levels
+    from benchmarks.bench import get_args_parser, workload_levels
 
     args = get_args_parser().parse_args(["--concurrency", "1,4", "--workload", "small=build/x", "--photo-concurrency", "1"])
     names = [(w, c) for w, _, c in workload_levels(args)]
@@ -228,7 +229,7 @@ def test_workload_levels_and_arguments():
 
 
 def test_cpu_split_reads_stage_means_from_torchserves_metrics_page():
-    from loadtests.cpu_split import stage_means
+    from benchmarks.cpu_split import stage_means
 
     page = "\n".join(
         [
@@ -245,7 +246,7 @@ def test_cpu_split_reads_stage_means_from_torchserves_metrics_page():
 
 
 def test_report_paths_are_relative_to_the_checkout(tmp_path):
-    from loadtests.bench import REPO, display_path
+    from benchmarks.bench import REPO, display_path
 
     assert display_path(REPO / "build" / "loadtest_photos") == "build/loadtest_photos"
     assert display_path(tmp_path) == str(tmp_path)

@@ -1,9 +1,9 @@
-"""loadtests/cli_bench.py's pure parts: the image mix and the report."""
+"""benchmarks/cli_bench.py's pure parts: the image mix and the report."""
 
 from __future__ import annotations
 
+from benchmarks.cli_bench import SUMMARY, agreement, mix, render
 from cli.predict import Summary
-from loadtests.cli_bench import SUMMARY, agreement, mix, render
 
 
 def test_mix_keeps_the_load_test_ratio_and_the_total():

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from loadtests.cpp_vs_python import IMAGE_KINDS, PYTHON, PYTHON_ONE_THREAD, STAGES, explain, plot, render
+from cpp.compare import IMAGE_KINDS, PYTHON, PYTHON_ONE_THREAD, STAGES, explain, plot, render
 
 
 def fake_results() -> dict:
@@ -46,7 +46,7 @@ def fake_results() -> dict:
         "per_kind": 8,
         "model": "build/model (resnet50)",
         "versions": {"libjpeg-turbo in Pillow's wheel": "3.2.0"},
-        "command": "python -m loadtests.cpp_vs_python",
+        "command": "python -m cpp.compare",
     }
 
 

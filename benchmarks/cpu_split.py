@@ -1,9 +1,9 @@
 """Where the CPU of a served request goes: Java frontend, Python worker and load client, under locust load.
 
-    python -m loadtests.cpu_split model_store/classifier.mar build/loadtest_photos --users 16
-    python -m loadtests.cpu_split model_store/classifier.mar build/loadtest_images --users 16 --vmargs=-XX:+UseParallelGC
+    python -m benchmarks.cpu_split model_store/classifier.mar build/loadtest_photos --users 16
+    python -m benchmarks.cpu_split model_store/classifier.mar build/loadtest_images --users 16 --vmargs=-XX:+UseParallelGC
 
-A private TorchServe on free loopback ports serves the archive; locust (the bench's locustfile, as ``make bench``
+A private TorchServe on free loopback ports serves the archive; locust (the load tests' locustfile, as ``make bench``
 runs it) warms it for 5 s, then loads it for ``--seconds``. Printed: req/s and latency, the CPU seconds each
 process spent per answered request (user + system, from /proc), and the mean of each handler stage from the
 metrics endpoint. On a machine where the client shares the cores with the server, the three CPU figures add up to
@@ -19,15 +19,10 @@ import resource
 import urllib.request
 from pathlib import Path
 
-from loadtests.bench import run_locust
+from benchmarks.running import process_cpu, run_locust
 from serving.launcher import REPO, TorchServeProcess, loopback_overrides
 
 STAGE = re.compile(r'^classifier_stage_duration_seconds_(sum|count)\{.*stage="(\w+)".*\} (\S+)$')
-
-
-def process_cpu(procs: list, java: bool) -> float:
-    """CPU seconds (user + system) of the frontend's JVM (java=True) or of everything else TorchServe started."""
-    return sum(sum(p.cpu_times()[:2]) for p in procs if ("java" in p.name()) == java)
 
 
 def client_cpu() -> float:

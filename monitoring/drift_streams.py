@@ -1,6 +1,6 @@
 """Image streams for the drift monitor: in-distribution, and shifted in the ways a deployed model meets.
 
-    python -m loadtests.drift_streams --url http://127.0.0.1:8080 --shift blur --count 600   # to a server
+    python -m monitoring.drift_streams --url http://127.0.0.1:8080 --shift blur --count 600   # to a server
 
 Shifts (``SHIFTS``): ``none`` (fresh generated images), ``invert`` (colour inversion), ``blur`` (Gaussian,
 radius 6), ``noise`` (Gaussian, sd 80 grey levels), ``photo_like`` (smooth colour fields with no texture,

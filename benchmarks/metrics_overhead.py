@@ -2,7 +2,7 @@
 without them (a git revision) and ours, served side by side and loaded in turns (A B A B ...) by the bench's
 locust runs, so that both see the same machine conditions.
 
-    flock /tmp/bench.lock python -m loadtests.metrics_overhead --baseline-mar BASE.mar --mar model_store/classifier.mar
+    flock /tmp/bench.lock python -m benchmarks.metrics_overhead --baseline-mar BASE.mar --mar model_store/classifier.mar
 
 docs/monitoring.md shows how BASE.mar is built (`git archive` of the revision before the metrics, `make archive`).
 """
@@ -14,7 +14,7 @@ import json
 import statistics
 from pathlib import Path
 
-from loadtests.bench import run_locust
+from benchmarks.running import run_locust
 from loadtests.images import write_images
 from serving.launcher import REPO, TorchServeProcess, loopback_overrides
 

@@ -1,6 +1,6 @@
 """Bounded soak: serve the archived model, load it for a fixed time, and record memory over time.
 
-    python -m loadtests.soak [--duration 300] [--clients 4] [--out docs/soak.md]
+    python -m benchmarks.soak [--duration 300] [--clients 4] [--out docs/soak.md]
 
 Starts its own TorchServe on free loopback ports with model_store/classifier.mar,
 runs ``--clients`` closed-loop clients for ``--duration`` seconds, samples the RSS
@@ -22,8 +22,12 @@ import numpy as np
 import psutil
 import requests
 
+from benchmarks import reports
 from serving.launcher import REPO, TorchServeProcess, loopback_overrides, model_workers
 from training import synthetic
+
+# One RSS sample: seconds since the load started, worker and frontend RSS, requests answered OK and failed so far.
+SAMPLE_FIELDS = ("t", "worker_mb", "frontend_mb", "ok", "failed")
 
 
 def payloads(count: int = 24) -> list[bytes]:
@@ -49,6 +53,23 @@ def slope_mb_per_min(samples: list[tuple[float, float]]) -> float:
     t = np.array([s[0] for s in samples]) / 60.0
     y = np.array([s[1] for s in samples])
     return float(np.polyfit(t, y, 1)[0]) if len(samples) > 2 else float("nan")
+
+
+def render(run: dict) -> str:
+    """docs/soak.md (templates/soak.md.j2) from a run's RSS samples, request counts and settings (see :func:`main`)."""
+    samples = [dict(zip(SAMPLE_FIELDS, s, strict=True)) for s in run["samples"]]
+    steady = [s for s in samples if s["t"] >= run["warmup"]]
+    total = run["ok"] + run["failed"]
+    return reports.render(
+        "soak.md.j2",
+        **{**run, "samples": samples},
+        total=total,
+        rate=total / run["duration"],
+        first=steady[0],
+        last=samples[-1],
+        worker_slope=slope_mb_per_min([(s["t"], s["worker_mb"]) for s in steady]),
+        frontend_slope=slope_mb_per_min([(s["t"], s["frontend_mb"]) for s in steady]),
+    )
 
 
 def main() -> None:
@@ -93,35 +114,23 @@ def main() -> None:
         samples.append((time.monotonic() - start, rss_mb(worker_pid), rss_mb(frontend_pid), counts["ok"], counts["failed"]))
         same_worker = [int(w["pid"]) for w in model_workers(ts.management_url, "classifier")] == [worker_pid]
 
-    steady = [s for s in samples if s[0] >= args.warmup]
-    worker_slope = slope_mb_per_min([(s[0], s[1]) for s in steady])
-    frontend_slope = slope_mb_per_min([(s[0], s[2]) for s in steady])
-    total = counts["ok"] + counts["failed"]
-    lines = [
-        "# Soak: memory under sustained load",
-        "",
-        f"Measured {dt.date.today()} on {platform.node()} "
-        f"({psutil.cpu_count()} CPUs, {psutil.virtual_memory().total / 2**30:.0f} GiB), "
-        f"model `model_store/classifier.mar`, {args.clients} closed-loop clients over loopback for {args.duration:.0f} s.",
-        "",
-        "Reproduce: `make soak` (`python -m loadtests.soak --duration 300 --clients 4`).",
-        "",
-        f"- requests: {total} ({counts['ok']} OK, {counts['failed']} failed), {total / args.duration:.1f} req/s",
-        f"- worker RSS: {steady[0][1]:.0f} MB at {steady[0][0]:.0f} s, {samples[-1][1]:.0f} MB at the end; "
-        f"slope after {args.warmup:.0f} s warm-up: **{worker_slope:+.2f} MB/min**",
-        f"- frontend (Java) RSS: {steady[0][2]:.0f} MB at {steady[0][0]:.0f} s, {samples[-1][2]:.0f} MB at the end; "
-        f"slope {frontend_slope:+.2f} MB/min",
-        f"- the same worker process served the whole run: {'yes' if same_worker else 'NO'}",
-        "",
-        "| t (s) | worker RSS (MB) | frontend RSS (MB) | OK | failed |",
-        "|---:|---:|---:|---:|---:|",
-        *[f"| {t:.0f} | {w:.0f} | {f:.0f} | {ok} | {bad} |" for t, w, f, ok, bad in samples],
-        "",
-        "The throughput here is not a benchmark: see docs/benchmarks.md for that.",
-    ]
+    run = {
+        "date": str(dt.date.today()),
+        "host": platform.node(),
+        "cpus": psutil.cpu_count(),
+        "ram_gib": psutil.virtual_memory().total / 2**30,
+        "clients": args.clients,
+        "duration": args.duration,
+        "warmup": args.warmup,
+        "ok": counts["ok"],
+        "failed": counts["failed"],
+        "samples": samples,
+        "same_worker": same_worker,
+    }
+    page = render(run)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("\n".join(lines) + "\n")
-    print("\n".join(lines[:12]))
+    args.out.write_text(page)
+    print("\n".join(page.splitlines()[:12]))
     if counts["failed"] or not same_worker:
         raise SystemExit("soak saw failed requests or a restarted worker")
 

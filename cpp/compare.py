@@ -1,8 +1,8 @@
 """C++ vs Python: the same pipeline, stage by stage, on the same images and the same model.
 
-    python -m loadtests.cpp_vs_python --model-dir build/model --binary build/cpp/classify   (make cpp-report)
-    python -m loadtests.cpp_vs_python predict IMAGE --model-dir build/model --seed 42       (Python's one-shot answer)
-    python -m loadtests.cpp_vs_python render      (rewrite the page from the last run's docs/cpp-vs-python.json)
+    python -m cpp.compare --model-dir build/model --binary build/cpp/classify   (make cpp-report)
+    python -m cpp.compare predict IMAGE --model-dir build/model --seed 42       (Python's one-shot answer)
+    python -m cpp.compare render      (rewrite the page from the last run's docs/cpp-vs-python.json)
 
 The Python side is the core package itself (``classifier.preprocessing``, ``postprocessing`` and
 ``backends``), timed around the same four stages the C++ program (``cpp/``) times: decode (bytes
@@ -307,7 +307,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     small = images[next(iter(IMAGE_KINDS))][0]
     common = ["--model-dir", str(args.model_dir), "--seed", str(args.seed), "--threads", str(args.threads)]
     cpp_cmd = [str(args.binary), str(small), *common]
-    py_cmd = [sys.executable, "-m", "loadtests.cpp_vs_python", "predict", str(small), *common]
+    py_cmd = [sys.executable, "-m", "cpp.compare", "predict", str(small), *common]
     cold = {}
     for language, cmd in (("C++", cpp_cmd), ("Python", py_cmd)):
         seconds, answer = cold_start(cmd, args.cold_runs)
@@ -325,13 +325,13 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "per_kind": args.per_kind,
         "model": model_description(args.model_dir),
         "versions": versions(),
-        "command": " ".join(["python -m loadtests.cpp_vs_python", *sys.argv[1:]]),
+        "command": " ".join(["python -m cpp.compare", *sys.argv[1:]]),
     }
 
 
 def machine_description() -> str:
-    """The bench's own machine record, in one line."""
-    from loadtests.bench import machine
+    """The benchmarks' machine record (benchmarks.running.machine), in one line."""
+    from benchmarks.running import machine
 
     m = machine()
     return f"{m['cpu']}, {os.cpu_count()} cores visible, {m['os']}"
@@ -485,7 +485,7 @@ def render(results: dict[str, Any], plot_name: str) -> str:
         "| | seconds |",
         "|---|---|",
         f"| C++ (`build/cpp/classify IMAGE --model-dir ...`) | {cold['C++']['seconds']:.2f} |",
-        f"| Python (`python -m loadtests.cpp_vs_python predict IMAGE ...`) | {cold['Python']['seconds']:.2f} |",
+        f"| Python (`python -m cpp.compare predict IMAGE ...`) | {cold['Python']['seconds']:.2f} |",
         "",
         f"Both answers: C++ {json.dumps(cold['C++']['answer']['predictions'])}; "
         f"Python {json.dumps(cold['Python']['answer']['predictions'])}.",

@@ -1,14 +1,15 @@
 """Per-stage cost of preprocessing one request, full Pillow decode against region decode, and the server's body cost.
 
-    python -m loadtests.photo_stages build/loadtest_photos [--repeats 20]           # in-process stages
-    python -m loadtests.photo_stages build/loadtest_photos --server model_store/classifier.mar
+    python -m benchmarks.photo_stages build/loadtest_photos [--repeats 20]           # in-process stages
+    python -m benchmarks.photo_stages build/loadtest_photos --server model_store/classifier.mar
 
 In-process: every stage of ``preprocess_bytes`` timed on its own (median over ``--repeats`` random crops of every
 image, one thread). With ``--server``: a private TorchServe on free loopback ports gets, one request at a time,
 a body of the photos' size that is not an image (answered 400 right after the worker reads it: the cost of moving
 the body through the Java frontend to the worker), the same with a 100-byte body, and the photos themselves over
 HTTP and over gRPC (after 30 of each, so the frontend's JIT is warm).
-Writes nothing; prints Markdown tables for docs/optimization.md.
+Writes nothing; prints Markdown tables for docs/optimization.md (templates/photo_stages.md.j2 and
+photo_server_costs.md.j2).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
+from benchmarks import reports
 from classifier import jpeg_region
 from classifier import preprocessing as pp
 
@@ -107,7 +109,7 @@ def server_costs(
     """Per request kind: (name, wall p50 ms, Java frontend CPU ms, Python worker CPU ms), one request at a time."""
     import psutil
 
-    from loadtests.cpu_split import process_cpu
+    from benchmarks.running import process_cpu
     from serving.launcher import REPO, TorchServeProcess, loopback_overrides
 
     overrides = {**loopback_overrides(mar.parent, f"classifier={mar.name}"), **({"vmargs": vmargs} if vmargs else {})}
@@ -174,26 +176,29 @@ def main(argv: list[str] | None = None) -> None:
     files = sorted(args.image_dir.glob("*.jpg"))
     photos = [f.read_bytes() for f in files]
     if args.server_only:
-        print("\n| request, one at a time | wall p50 ms | Java frontend CPU ms | worker CPU ms |\n|---|---:|---:|---:|")
-        for name, wall, java, worker in server_costs(args.server, photos, args.repeats, args.vmargs):
-            print(f"| {name} | {wall:.1f} | {java:.1f} | {worker:.1f} |")
+        print(server_table(server_costs(args.server, photos, args.repeats, args.vmargs)), end="")
         return
     rows = [stages(data, args.repeats, seed) for seed, data in enumerate(photos)]
-    print(f"| stage (median CPU ms over {len(files)} images) | ms |\n|---|---:|")
-    for key in rows[0]:
-        print(f"| {key} | {statistics.median(r[key] for r in rows):.1f} |")
     sample = Image.open(files[0])
     png = io.BytesIO()
     ImageOps.exif_transpose(sample).save(png, "PNG")
     full, half = png_inflate_share(png.getvalue())
-    print(
-        f"\nPNG of the first photo ({len(png.getvalue()) / 1e6:.1f} MB): Pillow full decode {full:.0f} CPU ms, "
-        f"inflating half its IDAT (the average a stop after the crop's last row would skip) {half:.0f} CPU ms"
+    table = reports.render(
+        "photo_stages.md.j2",
+        images=len(files),
+        stages={key: statistics.median(r[key] for r in rows) for key in rows[0]},
+        png_mb=len(png.getvalue()) / 1e6,
+        png_full_ms=full,
+        png_half_ms=half,
     )
+    print(table, end="")
     if args.server:
-        print("\n| request, one at a time | wall p50 ms | Java frontend CPU ms | worker CPU ms |\n|---|---:|---:|---:|")
-        for name, wall, java, worker in server_costs(args.server, photos, args.repeats, args.vmargs):
-            print(f"| {name} | {wall:.1f} | {java:.1f} | {worker:.1f} |")
+        print(server_table(server_costs(args.server, photos, args.repeats, args.vmargs)), end="")
+
+
+def server_table(rows: list[tuple[str, float, float, float]]) -> str:
+    """The rows of :func:`server_costs` as the Markdown table docs/optimization.md shows."""
+    return reports.render("photo_server_costs.md.j2", rows=rows)
 
 
 if __name__ == "__main__":

@@ -1,14 +1,14 @@
 """Side-by-side benchmark: raw model, our served endpoint, and stock TorchServe, in one run on one machine.
 
-    make bench                                      # python -m loadtests.bench
-    python -m loadtests.bench --duration 5 --warmup 2 --raw-seconds 3 --out-dir build/bench-short   # a quick check
+    make bench                                      # python -m benchmarks.bench
+    python -m benchmarks.bench --duration 5 --warmup 2 --raw-seconds 3 --out-dir build/bench-short   # a quick check
 
 1. Raw model: the served artifact (build/model/model.pt2) through classifier.backends.load_backend, in-process,
    with ``--threads`` torch threads, at every ``--batch-sizes`` (images/s). ``--backends`` picks which backends.
 2. Ours: model_store/classifier.mar on a private TorchServe (config.properties, free loopback ports), loaded
    by the real locust (headless, subprocess) at each ``--concurrency`` for ``--duration`` s after a ``--warmup``.
 3. Stock: TorchServe's own image_classifier handler serving the same ResNet50 weights with TorchServe's
-   default config (loadtests/stock/config.properties: workers = one per core, no batching), same images,
+   default config (benchmarks/stock/config.properties: workers = one per core, no batching), same images,
    same locust client.
 4. Phone photos: both servers again on 12 MP JPEGs (``--photo-dir``, made by ``loadtests.images --kind photos``)
    at ``--photo-concurrency``; ``--workload NAME=DIR`` adds more such image sets, ``--only-photos`` skips 1 and
@@ -21,12 +21,9 @@ Writes ``benchmarks.md``, ``benchmarks.json`` (raw numbers, for comparing runs) 
 from __future__ import annotations
 
 import argparse
-import csv
 import datetime as dt
 import gc
 import json
-import os
-import platform
 import shlex
 import signal
 import subprocess
@@ -35,51 +32,20 @@ import time
 import zipfile
 from pathlib import Path
 
-import psutil
 import yaml
 
+from benchmarks import reports
+from benchmarks.running import machine, run_locust
 from classifier.backends import BACKENDS
 from serving.launcher import REPO, TorchServeProcess, loopback_overrides
 
-LOCUSTFILE = REPO / "loadtests" / "locustfile.py"
-STOCK_DIR = REPO / "loadtests" / "stock"
+STOCK_DIR = REPO / "benchmarks" / "stock"
 STOCK_TOPK = 5  # what TorchServe's ImageClassifier asks torch.topk for
 SERVERS = ("ours", "stock")
 MIXED = "mixed"  # the workload of --image-dir, measured at --concurrency; the headline is about it
-# At the end of a level, requests in flight finish (and count) instead of being dropped: dropping them would
-# hide exactly the slowest answers from p99. Users start no new request during this time.
-STOP_TIMEOUT_S = 60
 
 
 # ---------------------------------------------------------------- pure helpers (unit-tested)
-
-
-def parse_locust_stats(path: Path) -> dict:
-    """The ``Aggregated`` row of locust's ``*_stats.csv``: counts, throughput and latency percentiles in ms.
-
-    ``rps`` is None when no request completed (locust writes 0 there, which is no measurement).
-    """
-    with open(path, newline="") as f:
-        rows = [row for row in csv.DictReader(f) if row.get("Name") == "Aggregated"]
-    if not rows:
-        raise ValueError(f"{path} has no Aggregated row")
-    row = rows[0]
-
-    def number(key: str) -> float | None:
-        value = row.get(key, "")
-        return None if value in ("", "N/A") else float(value)
-
-    requests = int(row["Request Count"])
-    return {
-        "requests": requests,
-        "failures": int(row["Failure Count"]),
-        "rps": number("Requests/s") if requests else None,
-        "p50_ms": number("50%"),
-        "p95_ms": number("95%"),
-        "p99_ms": number("99%"),
-        "avg_ms": number("Average Response Time"),
-        "max_ms": number("Max Response Time"),
-    }
 
 
 def ratio(numerator: float | None, denominator: float | None) -> float | None:
@@ -123,136 +89,65 @@ def headline(raw: list[dict], served: list[dict], served_backend: str) -> list[d
     return rows
 
 
-def _f(value: float | None, fmt: str = ".1f", suffix: str = "") -> str:
-    return "n/a" if value is None else f"{value:{fmt}}{suffix}"
-
-
 def render_markdown(report: dict) -> str:
-    """docs/benchmarks.md from the report dict that is also written as JSON."""
-    s, m = report["settings"], report["machine"]
-    raw, served = report["raw"], workload_rows(report["served"])
-    lines = [
-        "# Benchmarks: raw model, our endpoint, stock TorchServe",
-        "",
-        f"Measured {report['date']} on {m['cpu']} ({m['cores']} logical cores, {m['ram_gib']:.0f} GiB RAM), "
-        f"{m['os']}, Python {m['python']}, torch {report['versions'].get('torch')}, "
-        f"TorchServe {report['versions'].get('torchserve')}, locust {report['versions'].get('locust')}.",
-        "",
-        f"Command: `{report['command']}`",
-        "",
-        f"Each concurrency level: {s['warmup_s']:.0f} s warm-up (discarded), then {s['duration_s']:.0f} s measured with "
-        f"locust headless over loopback, closed loop (each user sends its next image when the previous answer arrives). "
-        f"{s['images']} generated images (PNG and JPEG, 64-1600 px), every answer validated. "
-        "One image per request, so req/s and images/s compare directly.",
+    """docs/benchmarks.md (templates/benchmarks.md.j2) from the report dict that is also written as JSON."""
+    settings = report["settings"]
+    return reports.render(
+        "benchmarks.md.j2",
+        date=report["date"],
+        command=report["command"],
+        m=report["machine"],
+        versions=report["versions"],
+        s=settings,
+        headline=report["headline"],  # empty with --only-photos: then only the workload table has numbers
+        served=served_table(report),
+        raw=raw_table(report["raw"]),
+        batch_sizes=sorted({r["batch_size"] for r in report["raw"]}),
+        workloads=workload_section(report),
+        workload_dirs=settings.get("workloads", {}),
+        baseline_mar=settings.get("baseline_mar"),
+    )
+
+
+def served_table(report: dict) -> list[dict]:
+    """Per headline concurrency, the mixed-images rows of ours and stock ({} when not measured) and their ratio."""
+    served = workload_rows(report["served"])
+    return [
+        {
+            "concurrency": h["concurrency"],
+            "ours": find(served, server="ours", concurrency=h["concurrency"]) or {},
+            "stock": find(served, server="stock", concurrency=h["concurrency"]) or {},
+            "ours_over_stock": h["throughput_ours_over_stock"],
+        }
+        for h in report["headline"]
     ]
-    if report["headline"]:  # absent with --only-photos: then only the workload section has numbers
-        lines += served_section(report, served)
-    if raw:
-        lines += raw_section(raw, s)
-    if report["headline"]:
-        lines += headline_section(report)
-    lines += workload_section(report)
-    lines += [
-        "",
-        "![throughput and p99 latency against concurrency](benchmarks.png)",
-        "",
-        "Raw numbers: [benchmarks.json](benchmarks.json). Methodology and commands: README, *Load tests and benchmarks*.",
-    ]
-    return "\n".join(lines) + "\n"
 
 
-def served_section(report: dict, served: list[dict]) -> list[str]:
-    s = report["settings"]
-    lines = [
-        "",
-        "## Served endpoint",
-        "",
-        "- **ours**: `model_store/classifier.mar` with `config.properties` and `model-config.yaml` "
-        f"(backend `{s['served_backend']}`, dynamic batching, 1 worker using every core).",
-        f"- **stock**: TorchServe's `{s['stock_handler']}` handler, same ResNet50 weights, TorchServe's default config "
-        "(`loadtests/stock/config.properties`: one worker per core, no batching).",
-        "",
-        "| concurrency | ours req/s | stock req/s | ours / stock | ours p50 / p95 / p99 (ms) | stock p50 / p95 / p99 (ms) "
-        "| failed (ours / stock) |",
-        "|---:|---:|---:|---:|---|---|---:|",
-    ]
-    for h in report["headline"]:
-        c = h["concurrency"]
-        o, k = find(served, server="ours", concurrency=c) or {}, find(served, server="stock", concurrency=c) or {}
-
-        def pct(r: dict) -> str:
-            return " / ".join(_f(r.get(p), ".0f") for p in ("p50_ms", "p95_ms", "p99_ms"))
-
-        lines.append(
-            f"| {c} | {_f(o.get('rps'))} | {_f(k.get('rps'))} | {_f(h['throughput_ours_over_stock'], '.2f', '×')} "
-            f"| {pct(o)} | {pct(k)} | {o.get('failures', 'n/a')} / {k.get('failures', 'n/a')} |"
-        )
-    return lines
-
-
-def headline_section(report: dict) -> list[str]:
-    lines = ["", "## Headline", ""]
-    for h in report["headline"]:
-        lines.append(
-            f"- concurrency {h['concurrency']}: "
-            f"throughput ours / stock = **{_f(h['throughput_ours_over_stock'], '.2f', '×')}**, "
-            f"p99 stock / ours = {_f(h['p99_stock_over_ours'], '.2f', '×')}; "
-            f"served / raw model = {_f(h['served_over_raw_bs1'], '.0%')} of bs 1, "
-            f"{_f(h['served_over_raw_best'], '.0%')} of the best batch size."
-        )
-    return lines
-
-
-def raw_section(raw: list[dict], s: dict) -> list[str]:
+def raw_table(raw: list[dict]) -> list[dict]:
+    """Per backend: images/s at every measured batch size (None where not measured) and the best record."""
     batch_sizes = sorted({r["batch_size"] for r in raw})
-    lines = [
-        "",
-        f"## Raw model (in-process, {s['threads']} torch threads, random 3×{s['input_size']}×{s['input_size']} input)",
-        "",
-        "| backend | " + " | ".join(f"bs {b} img/s" for b in batch_sizes) + " | best |",
-        "|---|" + "---:|" * (len(batch_sizes) + 1),
+    return [
+        {
+            "backend": backend,
+            "images_per_s": [(find(raw, backend=backend, batch_size=b) or {}).get("images_per_s") for b in batch_sizes],
+            "best": best_batch(raw, backend),
+        }
+        for backend in sorted({r["backend"] for r in raw})
     ]
-    for backend in sorted({r["backend"] for r in raw}):
-        cells = [_f((find(raw, backend=backend, batch_size=b) or {}).get("images_per_s")) for b in batch_sizes]
-        best = best_batch(raw, backend)
-        lines.append(f"| {backend} | " + " | ".join(cells) + f" | {_f(best['images_per_s'])} at bs {best['batch_size']} |")
-    return lines
 
 
-def workload_section(report: dict) -> list[str]:
-    """The table of the other workloads (phone photos first), with ours / stock and ours / baseline ratios."""
+def workload_section(report: dict) -> list[dict]:
+    """The rows of the other workloads' table (phone photos first), each with its ratios to stock and to the
+    baseline at the same workload and concurrency; empty when the run measured only the mixed images."""
     others = [r for r in report["served"] if r.get("workload", MIXED) != MIXED]
-    if not others:
-        return []
-    dirs = report["settings"].get("workloads", {})
-    lines = [
-        "",
-        "## Phone photos and other workloads",
-        "",
-        "Same servers and client, other image sets: "
-        + "; ".join(f"**{name}** = `{path}`" for name, path in dirs.items())
-        + ". The photos are 12 MP JPEGs at quality 90 (4-6 MB, some with an EXIF rotation), made by "
-        "`python -m loadtests.images DIR --kind photos`."
-        + (
-            " **baseline** is `" + report["settings"]["baseline_mar"] + "` with our config."
-            if report["settings"].get("baseline_mar")
-            else ""
-        ),
-        "",
-        "| workload | concurrency | server | req/s | p50 / p95 / p99 (ms) | failed | vs stock | vs baseline |",
-        "|---|---:|---|---:|---|---:|---:|---:|",
-    ]
+    rows = []
     for row in sorted(others, key=lambda r: (r["workload"] != "photos", r["workload"], r["concurrency"], r["server"])):
         same = {"workload": row["workload"], "concurrency": row["concurrency"]}
         stock, base = find(others, server="stock", **same) or {}, find(others, server="baseline", **same) or {}
-        pct = " / ".join(_f(row.get(p), ".0f") for p in ("p50_ms", "p95_ms", "p99_ms"))
-        vs_stock = _f(ratio(row.get("rps"), stock.get("rps")), ".2f", "×") if row["server"] != "stock" else ""
-        vs_base = _f(ratio(row.get("rps"), base.get("rps")), ".2f", "×") if row["server"] == "ours" else ""
-        lines.append(
-            f"| {row['workload']} | {row['concurrency']} | {row['server']} | {_f(row.get('rps'))} | {pct} "
-            f"| {row.get('failures', 'n/a')} | {vs_stock} | {vs_base} |"
+        rows.append(
+            {**row, "vs_stock": ratio(row.get("rps"), stock.get("rps")), "vs_baseline": ratio(row.get("rps"), base.get("rps"))}
         )
-    return lines
+    return rows
 
 
 def plot(report: dict, path: Path) -> None:
@@ -289,26 +184,7 @@ def plot(report: dict, path: Path) -> None:
     plt.close(fig)
 
 
-# ---------------------------------------------------------------- machine
-
-
-def machine() -> dict:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "cpu": cpu,
-        "cores": psutil.cpu_count(logical=True),
-        "physical_cores": psutil.cpu_count(logical=False),
-        "ram_gib": psutil.virtual_memory().total / 2**30,
-        "os": platform.platform(terse=True),
-        "python": platform.python_version(),
-    }
+# ---------------------------------------------------------------- versions
 
 
 def versions() -> dict:
@@ -402,52 +278,6 @@ def build_stock_archive(model_dir: Path, work: Path) -> tuple[Path, str]:
     return store / "stock.mar", handler
 
 
-def run_locust(
-    host: str, users: int, seconds: float, image_dir: Path, model: str, response_format: str, csv_prefix: Path
-) -> dict:
-    """One headless locust run; returns the Aggregated row of its stats CSV."""
-    csv_prefix.parent.mkdir(parents=True, exist_ok=True)
-    cmd = [
-        sys.executable,
-        "-m",
-        "locust",
-        "-f",
-        str(LOCUSTFILE),
-        "--headless",
-        "--only-summary",
-        "--loglevel",
-        "WARNING",
-        "-u",
-        str(users),
-        "-r",
-        str(users),
-        "-t",
-        f"{max(1, round(seconds))}s",
-        "--stop-timeout",
-        str(STOP_TIMEOUT_S),
-        "--host",
-        host,
-        "--csv",
-        str(csv_prefix),
-        "--image-dir",
-        str(image_dir),
-        "--model-name",
-        model,
-        "--response-format",
-        response_format,
-    ]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
-    done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=seconds + STOP_TIMEOUT_S + 120)
-    stats = Path(f"{csv_prefix}_stats.csv")
-    if not stats.exists():
-        raise RuntimeError(f"locust wrote no {stats} (exit {done.returncode}):\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
-    result = parse_locust_stats(stats)
-    if result["failures"]:
-        failures = Path(f"{csv_prefix}_failures.csv")
-        print(f"  {result['failures']} failed requests; see {failures}", flush=True)
-    return result
-
-
 def measure_server(
     name: str, ts: TorchServeProcess, model: str, response_format: str, levels: list[tuple[str, Path, int]], args, work: Path
 ) -> list[dict]:
@@ -461,8 +291,8 @@ def measure_server(
         rows.append({"server": name, "workload": workload, "concurrency": users, **result})
         label = name if workload == MIXED else f"{name} {workload}"  # delay_sweep.sh greps "ours c=N:"
         print(
-            f"{label} c={users}: {_f(result['rps'])} req/s, p50 {_f(result['p50_ms'], '.0f')} ms, "
-            f"p99 {_f(result['p99_ms'], '.0f')} ms, {result['failures']} failed of {result['requests']}",
+            f"{label} c={users}: {reports.measured(result['rps'])} req/s, p50 {reports.measured(result['p50_ms'], '.0f')} ms, "
+            f"p99 {reports.measured(result['p99_ms'], '.0f')} ms, {result['failures']} failed of {result['requests']}",
             flush=True,
         )
     return rows
@@ -618,7 +448,7 @@ def main(args: argparse.Namespace) -> dict:
 
     report = {
         "date": started.strftime("%Y-%m-%d %H:%M %Z"),
-        "command": shlex.join(["python", "-m", "loadtests.bench", *sys.argv[1:]]),
+        "command": shlex.join(["python", "-m", "benchmarks.bench", *sys.argv[1:]]),
         "machine": machine(),
         "versions": versions(),
         "settings": {

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Compare maxBatchDelay values on the served endpoint, interleaved: one server per delay per round, in turn,
 # so that drift on a shared machine spreads over every delay instead of favouring whichever ran first.
-# Usage: loadtests/delay_sweep.sh [DELAYS_MS] [ROUNDS]     e.g. loadtests/delay_sweep.sh "1 2 3 5" 3
+# Usage: benchmarks/delay_sweep.sh [DELAYS_MS] [ROUNDS]     e.g. benchmarks/delay_sweep.sh "1 2 3 5" 3
 # Needs `make archive` first. Writes under build/delay_sweep/ and prints bench's summary line for each level.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,10 +19,10 @@ for r in $(seq "$rounds"); do
   for d in $delays; do
     run="$out/d$d/round$r"
     rm -rf "$run" "$run.log"  # never print a previous sweep's numbers
-    "$PY" -m loadtests.bench --skip stock --backends "" --photo-concurrency "" --concurrency 1,4,16 --duration 20 --warmup 4 \
+    "$PY" -m benchmarks.bench --skip stock --backends "" --photo-concurrency "" --concurrency 1,4,16 --duration 20 --warmup 4 \
       --mar "$out/d$d/store/classifier.mar" --work-dir "$run/work" --out-dir "$run" > "$run.log" 2>&1 \
       || echo "delay ${d} ms round $r: the bench exited non-zero, see $run.log"
-    # loadtests.bench already prints one summary line per level ("ours c=N: ... req/s, p50 ..."); label and show them
+    # benchmarks.bench already prints one summary line per level ("ours c=N: ... req/s, p50 ..."); label and show them
     grep '^ours c=' "$run.log" | sed "s/^ours /delay ${d} ms round $r: /" || true
   done
 done

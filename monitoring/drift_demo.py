@@ -1,7 +1,7 @@
 """The drift gauges over a real run: a private TorchServe serving an archive, a private Prometheus scraping it
 every second, and image streams sent in phases (in-distribution, shifted, in-distribution again).
 
-    python -m loadtests.drift_demo --mar model_store/classifier.mar --shift photo_like   # writes docs/monitoring-drift.*
+    python -m monitoring.drift_demo --mar model_store/classifier.mar --shift photo_like   # writes docs/monitoring-drift.*
 
 The PSI series come back from Prometheus' own query API, so the plot shows what a dashboard would.
 """
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import requests
 
-from loadtests.drift_streams import SHIFTS, images, png_bytes
+from monitoring.drift_streams import SHIFTS, images, png_bytes
 from serving.launcher import REPO, TorchServeProcess, loopback_overrides
 from serving.prometheus import PrometheusProcess
 
