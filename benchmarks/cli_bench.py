@@ -1,4 +1,4 @@
-"""Offline `python -m classifier predict` against the server, on one folder of mixed images, same archive, same machine.
+"""Offline `python -m cli predict` against the server, on one folder of mixed images, same archive, same machine.
 
     make cli-bench                                    # python -m benchmarks.cli_bench --mar model_store/classifier.mar
     python -m benchmarks.cli_bench --mar model_store/classifier.mar --images 60 --rounds 1 --out build/cli.md   # a quick check
@@ -46,7 +46,7 @@ def mix(total: int) -> tuple[int, int]:
 
 
 def run_cli(images: Path, mar: Path, out: Path) -> dict:
-    argv = [sys.executable, "-m", "classifier", "predict", str(images), "--mar", str(mar), "--seed", SEED, "--output", str(out)]
+    argv = [sys.executable, "-m", "cli", "predict", str(images), "--mar", str(mar), "--seed", SEED, "--output", str(out)]
     start = time.perf_counter()
     proc = subprocess.run(argv, cwd=REPO, capture_output=True, text=True)
     wall = time.perf_counter() - start
