@@ -4,8 +4,8 @@
     python -m cpp.compare predict IMAGE --model-dir build/model --seed 42       (Python's one-shot answer)
     python -m cpp.compare render      (rewrite the page from the last run's docs/cpp-vs-python.json)
 
-The Python side is the core package itself (``classifier.preprocessing``, ``postprocessing`` and
-``backends``), timed around the same four stages the C++ program (``cpp/``) times: decode (bytes
+The Python side is the served path itself (``classifier.service``, as the handler loads it: JPEG region
+decoding included), timed around the same four stages the C++ program (``cpp/``) times: decode (bytes
 in memory -> upright RGB), preprocess (crop choice, zoom, crop, normalise, pad), network (OpenVINO
 on ``model.int8.onnx``; a batch's time is shared by its images) and postprocess (softmax top-2,
 embedding statistics). Reading the file and printing the answer are outside every stage on both sides.
@@ -20,7 +20,6 @@ import argparse
 import json
 import os
 import platform
-import random
 import statistics
 import subprocess
 import sys
@@ -31,17 +30,16 @@ from typing import Any
 
 import numpy as np
 import torch
+import yaml
 from PIL import Image
 
-from classifier.backends import build_backend
-from classifier.decoding import decode_image
-from classifier.postprocessing import embedding_stats, top_k_predictions
-from classifier.transforms import CropBox, PreprocessConfig, normalize_and_pad, zoom_crop, zoom_crop_pad
+from classifier.service import ClassifierService, Prepared
+from classifier.transforms import CropBox
 
 REPO = Path(__file__).resolve().parent.parent
 STAGES = ("decode", "preprocess", "network", "postprocess")
-# The artifact the server runs by default (model-config.yaml: backend openvino-int8).
-BACKEND = "openvino-int8"
+# The backend the C++ program runs (OpenVINO on model.int8.onnx, cpp/src/pipeline.cpp), also the served default.
+CPP_BACKEND = "openvino-int8"
 PYTHON = "Python"
 PYTHON_ONE_THREAD = "Python, torch 1 thread"
 
@@ -93,48 +91,43 @@ def run_cpp(
 
 @dataclass
 class PythonPipeline:
-    """The server's pipeline from the core package, with each stage timed like the C++ program's."""
+    """The served path: :class:`classifier.service.ClassifierService` as the handler loads it, with the served
+    model-config (region decoding of JPEGs included), each stage timed like the C++ program's.
+
+    Only the backend is pinned, to the one the C++ program runs, so that both sides run the same network.
+    """
 
     model_dir: Path
     threads: int
 
     def __post_init__(self) -> None:
-        torch.set_num_threads(self.threads)
-        metadata = json.loads((self.model_dir / "metadata.json").read_text())
-        self.config = PreprocessConfig.from_dict(metadata["preprocessing"])
-        names = json.loads((self.model_dir / "index_to_name.json").read_text())
-        self.labels = {int(k): v for k, v in names.items()}
-        self.backend = build_backend(BACKEND, self.model_dir, torch.device("cpu"), self.threads)
+        config = yaml.safe_load((REPO / "model-config.yaml").read_text())
+        self.service = ClassifierService.load(self.model_dir, config, backend=CPP_BACKEND, threads=self.threads)
 
-    def run(self, blobs: list[bytes], batch: int, seed: int, box: CropBox | None = None) -> list[dict[str, Any]]:
-        """Answers for ``blobs`` in batches of ``batch``, each with ``timings_ms`` per stage."""
+    def run(self, blobs: list[bytes], batch: int, seed: int) -> list[dict[str, Any]]:
+        """Answers for ``blobs`` in batches of ``batch``, each with ``timings_ms`` per stage.
+
+        decode and preprocess are the service's own split of :meth:`ClassifierService.prepare`; the network and
+        postprocessing times of a batch are shared by its images.
+        """
         answers = []
         for first in range(0, len(blobs), batch):
-            tensors, chunk = [], []
+            items, timings = [], []
             for data in blobs[first : first + batch]:
-                timing: dict[str, float] = {}
                 t = time.perf_counter()
-                img = decode_image(data, self.config.max_image_pixels, self.config.background)
-                timing["decode"] = (time.perf_counter() - t) * 1e3
-                t = time.perf_counter()
-                if box is None:
-                    tensor, used = zoom_crop_pad(img, self.config, "random", random.Random(seed))
-                else:
-                    crop = zoom_crop(img, box, self.config.zoom)
-                    tensor, used = normalize_and_pad(crop, self.config.input_size, self.config.mean, self.config.std), box
-                timing["preprocess"] = (time.perf_counter() - t) * 1e3
-                tensors.append(tensor)
-                chunk.append({"crop": {"mode": "random", "seed": seed, "box": used.as_list()}, "timings_ms": timing})
+                item = self.service.prepare(data, seed)
+                total = (time.perf_counter() - t) * 1e3
+                decode = item.decode_seconds * 1e3 if isinstance(item, Prepared) else total
+                items.append(item)
+                timings.append({"decode": decode, "preprocess": total - decode})
             t = time.perf_counter()
-            logits, embedding = self.backend(torch.stack(tensors))
-            per_image = (time.perf_counter() - t) * 1e3 / len(tensors)
-            for row, answer in enumerate(chunk):
-                answer["timings_ms"]["network"] = per_image
-                t = time.perf_counter()
-                answer["predictions"] = top_k_predictions(logits[row : row + 1], self.labels)[0]
-                answer["embedding"] = embedding_stats(embedding[row : row + 1])[0]
-                answer["timings_ms"]["postprocess"] = (time.perf_counter() - t) * 1e3
-            answers += chunk
+            outputs = self.service.predict(items)
+            network = (time.perf_counter() - t) * 1e3 / len(items)
+            t = time.perf_counter()
+            encoded = self.service.encode(items, outputs)
+            postprocess = (time.perf_counter() - t) * 1e3 / len(items)
+            for answer, timing in zip(encoded, timings, strict=True):
+                answers.append({**answer.body, "timings_ms": {**timing, "network": network, "postprocess": postprocess}})
         return answers
 
 
