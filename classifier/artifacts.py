@@ -29,7 +29,7 @@ def archive_artifacts(requested: str) -> list[str]:
 
     The backend's own, the fp32 ONNX that an -int8 / -bf16 variant uses on a CPU without VNNI / BF16 (it beats
     eager there), and model.pt2 for eager (CUDA, a missing runtime). An fp32 backend leaves out model.int8.onnx
-    (24 MB); `make archive` packs exactly this list (tests/unit/test_archive_contents.py).
+    (24 MB); `make archive` packs exactly this list (tests/tools/test_archive_contents.py).
     """
     check_backend(requested)
     return sorted({ARTIFACTS["eager"], ARTIFACTS[requested], ARTIFACTS[requested.split("-")[0]]})

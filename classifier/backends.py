@@ -163,7 +163,8 @@ class OpenVinoBackend:
     def __call__(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         results = self.request.infer({0: batch.numpy()})
         # Copy out: the request reuses its output buffers on the next call.
-        return tuple(torch.from_numpy(results[out].copy()) for out in self.outputs)
+        logits, embedding = (torch.from_numpy(results[out].copy()) for out in self.outputs)
+        return logits, embedding
 
 
 def build_backend(kind: str, model_dir: Path, device: torch.device, threads: int) -> Backend:

@@ -92,7 +92,8 @@ def _load() -> ctypes.CDLL | None:
         return lib
 
 
-def _off(reason: str) -> None:
+def _off(reason: str) -> ctypes.CDLL | None:
+    """Record why the region decoder is off, log it once, and give _load's answer: no library."""
     global _load_error
     _load_error = reason
     logger.warning("JPEG region decoding is off, every JPEG is decoded in full by Pillow: %s", reason)
@@ -126,7 +127,7 @@ def decode_region(data: bytes | bytearray, left: int, top: int, width: int, heig
     out = np.empty((height, width, 3), dtype=np.uint8)
     message = ctypes.create_string_buffer(_MESSAGE_BYTES)
     # bytes are passed by address without a copy; a bytearray is shared through the buffer protocol.
-    source = ctypes.cast(data, ctypes.c_void_p) if isinstance(data, bytes) else (ctypes.c_char * len(data)).from_buffer(data)
+    source = ctypes.cast(data, ctypes.c_void_p) if isinstance(data, bytes) else (ctypes.c_char * len(data)).from_buffer(data)  # type: ignore[arg-type]
     # ctypes releases the GIL for the call, so the handler's thread pool decodes a batch on every core.
     status = lib.jr_decode_region(source, len(data), left, top, width, height, out.ctypes.data, message, _MESSAGE_BYTES)
     if status == _UNSUPPORTED:

@@ -32,7 +32,7 @@ from classifier.limits import MAX_SEED, SEED_BITS
 from classifier.postprocessing import embedding_stats, error_dict, top_k_predictions
 from classifier.preprocessing import preprocess_bytes
 from classifier.settings import HandlerSettings, usable_cpus
-from classifier.transforms import CropBox, PreprocessConfig
+from classifier.transforms import CropBox, CropMode, PreprocessConfig
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ def parse_seed(value: Any) -> int | None:
     return seed
 
 
-def resolve_seed(mode: str, seed: int | None, draw: Callable[[int], int] = random.getrandbits) -> int | None:
+def resolve_seed(mode: CropMode, seed: int | None, draw: Callable[[int], int] = random.getrandbits) -> int | None:
     """The seed an image is cropped with, as the answer reports it.
 
     A centre crop has no randomness, so its seed is None whatever was asked. A random crop without
@@ -99,7 +99,7 @@ def read_labels(model_dir: Path) -> dict[int, str]:
 
 
 # ---------------------------------------------------------------- the answer
-def crop_info(mode: str, seed: int | None, box: CropBox) -> dict[str, Any]:
+def crop_info(mode: CropMode, seed: int | None, box: CropBox) -> dict[str, Any]:
     return {"mode": mode, "seed": seed, "box": box.as_list()}
 
 
@@ -165,7 +165,7 @@ class ClassifierService:
         device: torch.device | None = None,
         backend: str | None = None,
         threads: int | None = None,
-        crop_mode: str | None = None,
+        crop_mode: CropMode | None = None,
         cpu_count: int | None = None,
     ) -> ClassifierService:
         """Read the model folder and its model-config, load the backend, and run one warm-up pass.
@@ -178,8 +178,12 @@ class ClassifierService:
             cpu_count: cores to size threads from (default: what this container may use, :func:`usable_cpus`).
         """
         settings = HandlerSettings.from_model_config(model_config, usable_cpus() if cpu_count is None else cpu_count)
-        overrides = {"backend": backend, "threads": threads, "crop_mode": crop_mode}
-        settings = dataclasses.replace(settings, **{k: v for k, v in overrides.items() if v is not None})
+        settings = dataclasses.replace(
+            settings,
+            backend=backend or settings.backend,
+            threads=threads or settings.threads,
+            crop_mode=crop_mode or settings.crop_mode,
+        )
         # The backend loads with every thread (ONNX Runtime and OpenVINO size their own pools from it); torch then
         # keeps only what it needs next to them (classifier.backends.torch_threads says why).
         torch.set_num_threads(settings.threads)

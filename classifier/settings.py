@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from classifier.limits import MAX_BODY_BYTES, MAX_IMAGE_PIXELS
+from classifier.transforms import CropMode
 
 
 @dataclass(frozen=True)
@@ -22,7 +23,7 @@ class HandlerSettings:
     """The ``handler:`` section of model-config.yaml."""
 
     backend: str = "openvino-int8"  # classifier.backends.resolve_backend falls back from it where it cannot run
-    crop_mode: str = "random"
+    crop_mode: CropMode = "random"
     threads: int = 0  # 0: cores / workers
     max_image_pixels: int = MAX_IMAGE_PIXELS
     max_body_bytes: int = MAX_BODY_BYTES

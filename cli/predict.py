@@ -303,7 +303,7 @@ def choose_format(requested: str | None, output: Path | None, stdout_is_tty: boo
 # ---------------------------------------------------------------- command line
 
 
-def seed_value(text: str) -> int:
+def seed_value(text: str) -> int | None:
     """--seed, refused with the server's own message for a bad X-Seed."""
     try:
         return parse_seed(text)

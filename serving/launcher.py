@@ -9,7 +9,7 @@ the tests (``TorchServeProcess``), which run in their own process group, with
 their own TMPDIR (TorchServe keeps its pid file there) and their own log folder.
 
 Stdlib only: the images copy this file alone for docker/entrypoint.py, which imports its helpers
-(tests/unit/test_container_files.py checks the imports).
+(tests/tools/test_container_files.py checks the imports).
 """
 
 from __future__ import annotations

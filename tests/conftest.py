@@ -1,12 +1,16 @@
 """Shared fixtures. Tests are split by what they need:
 
-- tests/unit: pure functions, no model file;
-- tests/handler: the real handler class with TorchServe's own Context, no server;
+- tests/unit: pure functions: no model file, no external tool, no server;
+- tests/model: a trained model (the real handler class with TorchServe's own Context, the CLI, the backends), no server;
+- tests/training: the training and export scripts through their real CLIs;
 - tests/integration: a real TorchServe (Java frontend + Python worker) on free loopback ports;
-- tests/training: the training and export scripts through their real CLIs.
+- tests/tools: the deployment files and the install, checked by the real tools (hadolint, kubectl, checkov, promtool,
+  pre-commit, pip, torch-model-archiver): marked `tool`;
+- tests/cpp: the C++ pipeline, built with cmake and g++: marked `tool`.
 
-`make test-fast` runs `-m "not slow and not server"`: every test that needs a trained model
-(the `tiny_model_dir` fixture, however indirectly) is marked `slow` here, so that loop trains nothing.
+Markers follow from that (the hook below): every test that needs a trained model (the `tiny_model_dir` fixture,
+however indirectly) is `slow`, so `make test-fast` (`-m "not slow and not server"`) trains nothing; every test under
+tests/tools and tests/cpp is `tool`, so `pytest -m "not tool"` runs without them.
 
 The model used everywhere is a real export of the `tiny` architecture (same
 stem, same 2048-d embedding, same .pt2 path as ResNet50) after a short training
@@ -28,10 +32,15 @@ from PIL import Image
 REPO = Path(__file__).resolve().parent.parent
 
 
+TOOL_FOLDERS = ("tools", "cpp")
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "tiny_model_dir" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.slow)
+        if Path(item.fspath).parent.name in TOOL_FOLDERS and Path(item.fspath).parent.parent == REPO / "tests":
+            item.add_marker(pytest.mark.tool)
 
 
 @pytest.fixture(scope="session")

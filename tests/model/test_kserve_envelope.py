@@ -9,7 +9,7 @@ from ts.torch_handler.request_envelope.kserve import KServeEnvelope
 
 from handlers.classifier_handler import ClassifierHandler
 from tests.conftest import encode, random_image
-from tests.handler.test_handler import make_context
+from tests.model.test_handler import make_context
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import yaml
 
 from handlers.classifier_handler import ClassifierHandler
 from tests.conftest import REPO, encode, random_image
-from tests.handler.test_handler import make_context, run
+from tests.model.test_handler import make_context, run
 
 
 @pytest.fixture(scope="module")

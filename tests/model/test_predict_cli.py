@@ -17,8 +17,8 @@ import pytest
 from cli.predict import add_arguments, run
 from handlers.classifier_handler import ClassifierHandler
 from tests.conftest import REPO, encode, random_image
-from tests.handler.test_handler import make_context
-from tests.handler.test_handler import run as handle
+from tests.model.test_handler import make_context
+from tests.model.test_handler import run as handle
 
 
 @pytest.fixture(scope="module")
