@@ -98,14 +98,15 @@ def random_image(width: int, height: int, seed: int = 0, mode: str = "RGB") -> I
     return Image.fromarray(arr[..., 0] if channels == 1 else arr, mode)
 
 
-def make_dry_run(*args: str) -> str:
-    """`make -n ARGS` in the repository: the commands a target would run, without the archive or install steps.
+def run_make(*args: str, unset: tuple[str, ...] = ()) -> str:
+    """make ARGS in the repository, never re-running the install; its stdout. Fails the test when make fails.
 
     The parent make's flags (when the tests run under `make test`) would add "Entering directory" lines: start clean.
+    ``unset`` drops more variables from the environment (a BACKEND the caller's shell may have set).
     """
-    env = {k: v for k, v in os.environ.items() if k not in {"MAKEFLAGS", "MFLAGS", "MAKELEVEL"}}
+    env = {k: v for k, v in os.environ.items() if k not in {"MAKEFLAGS", "MFLAGS", "MAKELEVEL", *unset}}
     out = subprocess.run(
-        ["make", "-n", "--no-print-directory", "-o", "model_store/classifier.mar", "-o", ".venv/.installed", *args],
+        ["make", "--no-print-directory", "-o", ".venv/.installed", *args],
         cwd=REPO,
         env=env,
         capture_output=True,
@@ -114,3 +115,8 @@ def make_dry_run(*args: str) -> str:
     )
     assert out.returncode == 0, out.stderr
     return out.stdout
+
+
+def make_dry_run(*args: str) -> str:
+    """`make -n ARGS` in the repository: the commands a target would run, without the archive or install steps."""
+    return run_make("-n", "-o", "model_store/classifier.mar", *args)

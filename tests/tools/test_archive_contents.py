@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import subprocess
 import sys
 import zipfile
@@ -21,7 +20,7 @@ import yaml
 from classifier.artifacts import ARTIFACTS, BACKENDS, archive_artifacts
 from classifier.backends import resolve_backend
 from serving.archive import DEFAULT_VERSION, build_archive, missing_file_message, with_backend
-from tests.conftest import REPO
+from tests.conftest import REPO, run_make
 
 ALL_FILES = set(ARTIFACTS.values())
 HOSTS = [set(), {"avx512_vnni"}, {"avx512_bf16"}, {"avx512_vnni", "avx512_bf16"}]
@@ -48,18 +47,8 @@ def test_fp32_backends_leave_the_int8_model_out_and_int8_keeps_its_fp32_fallback
 
 
 def make(*args: str) -> str:
-    """make in the repository, without the parent make's flags (under `make test`) and a BACKEND from the environment."""
-    env = {k: v for k, v in os.environ.items() if k not in {"MAKEFLAGS", "MFLAGS", "MAKELEVEL", "BACKEND"}}
-    out = subprocess.run(
-        ["make", "--no-print-directory", "-o", ".venv/.installed", *args],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert out.returncode == 0, out.stderr
-    return out.stdout
+    """make in the repository, without a BACKEND from the environment."""
+    return run_make(*args, unset=("BACKEND",))
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -23,7 +23,7 @@ import pytest
 import yaml
 
 from serving.launcher import read_properties
-from tests.conftest import REPO, make_dry_run
+from tests.conftest import REPO, make_dry_run, run_make
 
 K8S = REPO / "deploy" / "k8s"
 KSERVE = REPO / "deploy" / "kserve"
@@ -399,16 +399,7 @@ def test_make_kserve_layout_builds_the_storage_uri_folder(tmp_path):
     store, layout = tmp_path / "store", tmp_path / "kserve"
     store.mkdir()
     (store / "classifier.mar").write_bytes(b"an archive")
-    env = {k: v for k, v in os.environ.items() if k not in {"MAKEFLAGS", "MFLAGS", "MAKELEVEL"}}
-    out = subprocess.run(
-        ["make", "-s", "-o", f"{store}/classifier.mar", "kserve-layout", f"MODEL_STORE={store}", f"KSERVE_DIR={layout}"],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert out.returncode == 0, out.stderr
+    run_make("-s", "-o", f"{store}/classifier.mar", "kserve-layout", f"MODEL_STORE={store}", f"KSERVE_DIR={layout}")
     files = sorted(str(p.relative_to(layout)) for p in layout.rglob("*") if p.is_file())
     assert files == ["config/config.properties", "model-store/classifier.mar"]
     assert (layout / "config" / "config.properties").read_text() == (KSERVE / "config.properties").read_text()
