@@ -37,6 +37,7 @@ import yaml
 from benchmarks import reports
 from benchmarks.running import machine, run_locust
 from classifier.backends import BACKENDS
+from classifier.settings import HandlerSettings
 from serving.launcher import REPO, TorchServeProcess, loopback_overrides
 
 STOCK_DIR = REPO / "benchmarks" / "stock"
@@ -331,7 +332,7 @@ def archive_backend(mar: Path) -> str:
     with zipfile.ZipFile(mar) as z:
         config_name = json.loads(z.read("MAR-INF/MANIFEST.json"))["model"].get("configFile")
         config = yaml.safe_load(z.read(config_name)) if config_name else {}
-    return ((config or {}).get("handler") or {}).get("backend", "eager")
+    return ((config or {}).get("handler") or {}).get("backend", HandlerSettings.backend)  # the handler's default
 
 
 def int_list(text: str) -> list[int]:

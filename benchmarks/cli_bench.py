@@ -30,6 +30,7 @@ import yaml
 
 from benchmarks import reports
 from benchmarks.running import machine
+from classifier.settings import HandlerSettings
 from loadtests.images import write_images
 from serving.launcher import REPO, TorchServeProcess, loopback_overrides
 from training import synthetic
@@ -155,7 +156,7 @@ def main(args: argparse.Namespace) -> dict:
         manifest = json.loads(archive.read("MAR-INF/MANIFEST.json"))
         model_config = yaml.safe_load(archive.read(manifest["model"]["configFile"]))
         arch = json.loads(archive.read("metadata.json")).get("arch", "?")
-    archived_backend = (model_config.get("handler") or {}).get("backend", "eager")
+    archived_backend = (model_config.get("handler") or {}).get("backend", HandlerSettings.backend)
     print(f"{len(files)} images in {images}; archive {mar} ({arch}, backend {archived_backend})", flush=True)
 
     rounds = []

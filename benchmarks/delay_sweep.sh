@@ -12,7 +12,7 @@ PY=.venv/bin/python
 for d in $delays; do
   mkdir -p "$out/d$d"
   sed "s/^maxBatchDelay: .*/maxBatchDelay: $d/" model-config.yaml > "$out/d$d/model-config.yaml"
-  make -s archive MODEL_CONFIG="$out/d$d/model-config.yaml" MODEL_STORE="$out/d$d/store" STAGE="$out/d$d/stage/x" \
+  make -s archive MODEL_CONFIG="$out/d$d/model-config.yaml" MODEL_STORE="$out/d$d/store" \
     > "$out/d$d/archive.log" 2>&1 || { echo "make archive failed for ${d} ms, see $out/d$d/archive.log"; exit 1; }
 done
 for r in $(seq "$rounds"); do
