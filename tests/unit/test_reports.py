@@ -66,3 +66,13 @@ def test_photo_stages_server_table():
         "\n| request, one at a time | wall p50 ms | Java frontend CPU ms | worker CPU ms |\n|---|---:|---:|---:|\n"
         "| 100 B non-image body (400) | 2.0 | 0.5 | 1.2 |\n| photo (200) | 38.2 | 10.0 | 30.0 |\n"
     )
+
+
+def test_a_template_from_another_folder_renders_with_the_same_filters(tmp_path):
+    # cpp.compare keeps its template in cpp/templates/ and renders it here, with these settings and filters.
+    (tmp_path / "page.md.j2").write_text(
+        "{#- a comment -#}\n{% for x in xs %}\n| {{ x | fmt('.2f') }} | {{ None | measured }} |\n{% endfor %}\n"
+    )
+    assert reports.render("page.md.j2", folder=tmp_path, xs=[1, 2.5]) == "| 1.00 | n/a |\n| 2.50 | n/a |\n"
+    with pytest.raises(jinja2.UndefinedError):
+        reports.render("page.md.j2", folder=tmp_path)
