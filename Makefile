@@ -34,7 +34,7 @@ help:
 	@echo "make test    install and run the whole test suite"
 	@echo "make train   (re)train: DATA=DIR, TRAIN_ARGS='--epochs N ...'; metrics and plots go to runs/<timestamp>/"
 	@echo "make prepare SRC=DIR DST=DIR   split a folder of class subfolders into DST/train and DST/val"
-	@echo "make archive / make stop / make clean"
+	@echo "make archive [VERSION=v] / make stop / make clean"
 	@echo "make image / make image-gpu / make run-image [GPU=1]   container images, docker or podman (ENGINE=)"
 	@echo "make image-check / make image-check-gpu [ENGINE=]   build an image for real, check it on loopback (opt-in, root)"
 	@echo "make loadtest  locust against the running make serve (HOST=, USERS=, SPAWN_RATE=, RUN_TIME=)"
@@ -113,9 +113,11 @@ $(MODEL_DIR)/model.onnx $(MODEL_DIR)/model.int8.onnx &: $(MODEL_DIR)/model.pt2 |
 
 # serving/archive.py stages the handler, the core and ARCHIVE_ARTIFACTS in a private temporary folder, writes
 # model-config.yaml with handler.backend = BACKEND, and runs torch-model-archiver (tests/tools/test_archive_contents.py).
-# FORCE: the backend is a make variable, so rebuild whenever archive is asked for.
+# VERSION= sets the archive's model version; by default it is the model's own (metadata.json's "version", else a hash
+# of its files: classifier/versions.py). FORCE: the backend is a make variable, so rebuild whenever archive is asked for.
+VERSION ?=
 $(MAR): $(ARCHIVE_ARTIFACTS) $(MODEL_DIR)/index_to_name.json handlers/*.py classifier/*.py serving/archive.py $(MODEL_CONFIG) FORCE | $(STAMP) $(NATIVE_SO)
-	$(PY) -m serving.archive --model-dir $(MODEL_DIR) --backend $(BACKEND) --model-config $(MODEL_CONFIG) --export-path $(MODEL_STORE)
+	$(PY) -m serving.archive --model-dir $(MODEL_DIR) --backend $(BACKEND) --model-config $(MODEL_CONFIG) --export-path $(MODEL_STORE)$(if $(VERSION), --version $(VERSION))
 
 FORCE:
 
