@@ -37,7 +37,7 @@ ctx.request_processor = [RequestProcessor({"x-seed": "7"})]
 handler = classifier_handler.ClassifierHandler()
 handler.initialize(ctx)
 [body] = handler.handle([{"body": Path(sys.argv[2]).read_bytes()}], ctx)
-print(json.dumps({"modules": modules, "body": json.loads(body), "backend": handler.backend.name}))
+print(json.dumps({"modules": modules, "body": json.loads(body), "backend": handler.service.backend.name}))
 """
 
 
