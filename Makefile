@@ -1,5 +1,5 @@
 # Every target the README names. Each depends on `install`, so a fresh clone needs no manual step.
-.PHONY: install lock lock-check lint format coverage-report stubs train prepare archive serve stop test test-fast soak clean help FORCE image image-gpu run-image image-check image-check-gpu container-tools loadtest bench k8s-tools kserve-layout predict cli-bench native cpp cpp-report \
+.PHONY: install lock lock-check lint format coverage-report stubs train prepare archive serve stop rollout rollback test test-fast soak clean help FORCE image image-gpu run-image image-check image-check-gpu container-tools loadtest bench k8s-tools kserve-layout predict cli-bench native cpp cpp-report \
 	install-monitoring monitor drift-stream
 
 VENV      := .venv
@@ -34,7 +34,8 @@ help:
 	@echo "make test    install and run the whole test suite"
 	@echo "make train   (re)train: DATA=DIR, TRAIN_ARGS='--epochs N ...'; metrics and plots go to runs/<timestamp>/"
 	@echo "make prepare SRC=DIR DST=DIR   split a folder of class subfolders into DST/train and DST/val"
-	@echo "make archive / make stop / make clean"
+	@echo "make archive [VERSION=v] / make stop / make clean"
+	@echo "make rollout MAR=FILE / make rollback   serve another version on make serve, and back, with no failed request"
 	@echo "make image / make image-gpu / make run-image [GPU=1]   container images, docker or podman (ENGINE=)"
 	@echo "make image-check / make image-check-gpu [ENGINE=]   build an image for real, check it on loopback (opt-in, root)"
 	@echo "make loadtest  locust against the running make serve (HOST=, USERS=, SPAWN_RATE=, RUN_TIME=)"
@@ -113,9 +114,11 @@ $(MODEL_DIR)/model.onnx $(MODEL_DIR)/model.int8.onnx &: $(MODEL_DIR)/model.pt2 |
 
 # serving/archive.py stages the handler, the core and ARCHIVE_ARTIFACTS in a private temporary folder, writes
 # model-config.yaml with handler.backend = BACKEND, and runs torch-model-archiver (tests/tools/test_archive_contents.py).
-# FORCE: the backend is a make variable, so rebuild whenever archive is asked for.
+# VERSION= sets the archive's model version; by default it is the model's own (metadata.json's "version", else a hash
+# of its files: classifier/versions.py). FORCE: the backend is a make variable, so rebuild whenever archive is asked for.
+VERSION ?=
 $(MAR): $(ARCHIVE_ARTIFACTS) $(MODEL_DIR)/index_to_name.json handlers/*.py classifier/*.py serving/archive.py $(MODEL_CONFIG) FORCE | $(STAMP) $(NATIVE_SO)
-	$(PY) -m serving.archive --model-dir $(MODEL_DIR) --backend $(BACKEND) --model-config $(MODEL_CONFIG) --export-path $(MODEL_STORE)
+	$(PY) -m serving.archive --model-dir $(MODEL_DIR) --backend $(BACKEND) --model-config $(MODEL_CONFIG) --export-path $(MODEL_STORE)$(if $(VERSION), --version $(VERSION))
 
 FORCE:
 
@@ -132,6 +135,18 @@ serve: $(MAR) $(STUBS)
 
 stop: | $(STAMP)
 	$(PY) -m serving.launcher stop
+
+# Serve a new version on the running `make serve` in place of the current one, and back, with no failed request:
+# register beside it, wait until READY, make it the default, drain and unregister the old one, through the management
+# API on loopback (serving/rollout.py; docs/operations.md). MAR= names the new version's archive; build it outside the
+# served store (make archive MODEL_STORE=build/next), so the running version's archive stays for a rollback.
+ROLLOUT_ARGS ?=
+rollout: | $(STAMP)
+	$(PY) -m serving.rollout rollout $(if $(filter command line environment,$(origin MAR)),$(MAR),$(error make rollout needs MAR=<the new version's .mar>, e.g. make archive MODEL_STORE=build/next, then make rollout MAR=build/next/classifier.mar)) $(ROLLOUT_ARGS)
+
+# The version before the last rollout, rolled out the same way (model_store/rollout.json records it).
+rollback: | $(STAMP)
+	$(PY) -m serving.rollout rollback $(ROLLOUT_ARGS)
 
 # ---------------------------------------------------------------- load tests and benchmarks
 HOST       ?= http://127.0.0.1:8080

@@ -4,10 +4,15 @@ Response for one image::
 
     {"predictions": [{"label": str, "index": int, "probability": float}, ...],   # top-k, sorted
      "embedding": {"mean": float, "variance": float, "dim": int},
-     "crop": {"mode": "random" | "center", "seed": int | None, "box": [left, top, right, bottom]}}
+     "crop": {"mode": "random" | "center", "seed": int | None, "box": [left, top, right, bottom]},
+     "model": {"name": str, "version": str}}
 
 ``variance`` is the population variance (divide by ``dim``, not ``dim - 1``) over
 the embedding's dimensions.
+
+``model`` (added compatibly after the first three keys) names the model that answered: TorchServe's model name and
+the archive's version, the one its management API routes by (``classifier.versions``). A failed item's body is
+``{"code": int, "type": str, "message": str}``, the shape of TorchServe's own errors, and names no model.
 """
 
 from __future__ import annotations

@@ -33,6 +33,7 @@ from classifier.postprocessing import embedding_stats, error_dict, top_k_predict
 from classifier.preprocessing import preprocess_bytes
 from classifier.settings import HandlerSettings, usable_cpus
 from classifier.transforms import CropBox, CropMode, PreprocessConfig
+from classifier.versions import ModelIdentity, model_identity
 
 logger = logging.getLogger(__name__)
 
@@ -103,9 +104,11 @@ def crop_info(mode: CropMode, seed: int | None, box: CropBox) -> dict[str, Any]:
     return {"mode": mode, "seed": seed, "box": box.as_list()}
 
 
-def response_body(predictions: list[dict[str, Any]], embedding: dict[str, Any], crop: dict[str, Any]) -> dict[str, Any]:
+def response_body(
+    predictions: list[dict[str, Any]], embedding: dict[str, Any], crop: dict[str, Any], model: ModelIdentity
+) -> dict[str, Any]:
     """The answer for one image (the contract in ``classifier.postprocessing``)."""
-    return {"predictions": predictions, "embedding": embedding, "crop": crop}
+    return {"predictions": predictions, "embedding": embedding, "crop": crop, "model": model.as_dict()}
 
 
 @dataclass(frozen=True)
@@ -147,7 +150,7 @@ class Answer:
 # ---------------------------------------------------------------- the service
 @dataclass(frozen=True)
 class ClassifierService:
-    """A loaded model and the settings it is served with (model-config.yaml's ``handler:`` section)."""
+    """A loaded model, the settings it is served with (model-config.yaml's ``handler:`` section), and who it is."""
 
     model_dir: Path
     settings: HandlerSettings
@@ -155,6 +158,7 @@ class ClassifierService:
     labels: dict[int, str]
     backend: Backend
     metadata: dict[str, Any]
+    identity: ModelIdentity  # the name and version every answer reports
 
     @classmethod
     def load(
@@ -167,6 +171,7 @@ class ClassifierService:
         threads: int | None = None,
         crop_mode: CropMode | None = None,
         cpu_count: int | None = None,
+        identity: ModelIdentity | None = None,
     ) -> ClassifierService:
         """Read the model folder and its model-config, load the backend, and run one warm-up pass.
 
@@ -176,6 +181,8 @@ class ClassifierService:
             device: where the eager backend runs (default: the CPU).
             backend, threads, crop_mode: override the model-config's ``handler.backend``, ``threads``, ``crop_mode``.
             cpu_count: cores to size threads from (default: what this container may use, :func:`usable_cpus`).
+            identity: the name and version the answers report. A server passes the ones it registered the model
+                under; by default they are read from ``model_dir`` (:func:`classifier.versions.model_identity`).
         """
         settings = HandlerSettings.from_model_config(model_config, usable_cpus() if cpu_count is None else cpu_count)
         settings = dataclasses.replace(
@@ -188,11 +195,12 @@ class ClassifierService:
         # keeps only what it needs next to them (classifier.backends.torch_threads says why).
         torch.set_num_threads(settings.threads)
         preprocess = read_preprocess_config(model_dir, settings.max_image_pixels)
+        identity = identity or model_identity(model_dir)  # before the backend loads: a bad version fails at once
         loaded = load_backend(settings.backend, model_dir, device or torch.device("cpu"), settings.threads)
         torch.set_num_threads(torch_threads(loaded.name, settings.threads))
         # One pass now, so that the first request does not pay for lazy initialisation.
         loaded(torch.zeros(1, 3, preprocess.input_size, preprocess.input_size))
-        return cls(model_dir, settings, preprocess, read_labels(model_dir), loaded, read_metadata(model_dir))
+        return cls(model_dir, settings, preprocess, read_labels(model_dir), loaded, read_metadata(model_dir), identity)
 
     def prepare(self, body: bytes | bytearray, seed: Any = None, request_id: str | None = None) -> Item:
         """Decode and preprocess one request's image, or the error the client gets for it.
@@ -229,7 +237,11 @@ class ClassifierService:
         return Outputs(logits, embedding)
 
     def encode(self, items: Sequence[Item], outputs: Outputs) -> list[Answer]:
-        """Each item's answer, in order: its top-k and embedding statistics, or its error object."""
+        """Each item's answer, in order: its top-k, embedding statistics, crop and model, or its error object.
+
+        An error object names no model: it keeps the shape of the errors TorchServe's frontend answers itself
+        (404, 503, ...), which cannot, so that a client reads every error one way.
+        """
         predictions = top_k_predictions(outputs.logits, self.labels, self.settings.topk) if outputs.logits is not None else []
         stats = embedding_stats(outputs.embedding) if outputs.embedding is not None else []
         answers, row = [], 0
@@ -237,7 +249,7 @@ class ClassifierService:
             if isinstance(item, ItemError):
                 answers.append(Answer(item.code, error_dict(str(item), item.code), item))
                 continue
-            answers.append(Answer(200, response_body(predictions[row], stats[row], item.crop)))
+            answers.append(Answer(200, response_body(predictions[row], stats[row], item.crop, self.identity)))
             row += 1
         return answers
 

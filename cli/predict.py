@@ -44,6 +44,7 @@ from PIL import Image
 from classifier.backends import BACKENDS
 from classifier.service import ClassifierService, Item, ItemError, check_body_size, parse_seed
 from classifier.settings import usable_cpus
+from classifier.versions import ModelIdentity, model_identity
 
 logger = logging.getLogger("cli.predict")
 
@@ -105,6 +106,7 @@ class Model:
     folder: Path
     config: dict[str, Any]  # the model-config (TorchServe keys and the handler: section)
     source: str  # what the user named, for messages
+    identity: ModelIdentity  # the name and version every answer reports, as the server would
     drift: tuple[str, ...] = ()  # core modules whose archived copy differs from the one running here
 
 
@@ -125,6 +127,14 @@ def core_drift(archived: Path) -> tuple[str, ...]:
     )
 
 
+def identity_of(folder: Path, source: str) -> ModelIdentity:
+    """The name and version TorchServe would answer with: a .mar's manifest, else the model folder's version."""
+    try:
+        return model_identity(folder)
+    except ValueError as exc:
+        raise SystemExit(f"error: {source}: {exc}") from None
+
+
 @contextmanager
 def open_model(model_dir: Path | None, mar: Path | None, model_config: Path | None) -> Iterator[Model]:
     """The model folder and its model-config, from a ``.mar`` (unpacked to a temporary folder) or a folder."""
@@ -141,7 +151,7 @@ def open_model(model_dir: Path | None, mar: Path | None, model_config: Path | No
             config = yaml.safe_load((folder / name).read_text()) if model_config is None and name else None
             if model_config is not None:
                 config = yaml.safe_load(model_config.read_text())
-            yield Model(folder, config or {}, str(mar), core_drift(folder / "classifier"))
+            yield Model(folder, config or {}, str(mar), identity_of(folder, str(mar)), core_drift(folder / "classifier"))
         return
     folder = model_dir if model_dir is not None else DEFAULT_MODEL_DIR
     if not (folder / "metadata.json").exists():
@@ -149,7 +159,7 @@ def open_model(model_dir: Path | None, mar: Path | None, model_config: Path | No
         raise SystemExit(f"error: no model in {folder} (no metadata.json): {hint}")
     config_path = model_config if model_config is not None else DEFAULT_MODEL_CONFIG
     config = yaml.safe_load(config_path.read_text()) if config_path.exists() else {}
-    yield Model(folder, config or {}, str(folder))
+    yield Model(folder, config or {}, str(folder), identity_of(folder, str(folder)))
 
 
 # ---------------------------------------------------------------- one batch
@@ -225,13 +235,16 @@ def csv_header(topk: int) -> list[str]:
         "crop_seed",
         "crop_box",
         "error",
+        # Added last, so that the columns before keep their positions for readers that count them.
+        "model_name",
+        "model_version",
     ]
 
 
 def csv_row(result: Result, topk: int) -> list[Any]:
     body = result.body
     if result.code != 200:
-        return [result.path, result.code, *[""] * (3 * topk + 6), body["message"]]
+        return [result.path, result.code, *[""] * (3 * topk + 6), body["message"], "", ""]
     ranked = []
     for rank in range(topk):
         pred = body["predictions"][rank] if rank < len(body["predictions"]) else {}
@@ -239,7 +252,9 @@ def csv_row(result: Result, topk: int) -> list[Any]:
     emb, crop = body["embedding"], body["crop"]
     seed = "" if crop["seed"] is None else crop["seed"]
     box = " ".join(str(v) for v in crop["box"])
-    return [result.path, 200, *ranked, emb["mean"], emb["variance"], emb["dim"], crop["mode"], seed, box, ""]
+    model = body["model"]
+    summary = [emb["mean"], emb["variance"], emb["dim"], crop["mode"], seed, box, ""]
+    return [result.path, 200, *ranked, *summary, model["name"], model["version"]]
 
 
 def table_lines(results: Sequence[Result], topk: int) -> list[str]:
@@ -403,6 +418,7 @@ def run(args: argparse.Namespace, stdout: TextIO | None = None, stderr: TextIO |
             backend=args.backend,
             threads=args.threads,
             crop_mode="center" if args.center else None,
+            identity=model.identity,
         )
     # Every backend has read its artifact by now, so the temporary copy of a .mar is gone already.
     load_seconds = time.perf_counter() - started

@@ -189,6 +189,9 @@ def answer_problems(body: bytes) -> list[str]:
     crop = answer.get("crop")
     if not (isinstance(crop, dict) and {"mode", "seed", "box"} <= crop.keys()):
         problems.append(f"crop without mode/seed/box: {crop!r}")
+    model = answer.get("model")
+    if not (isinstance(model, dict) and all(isinstance(model.get(key), str) and model[key] for key in ("name", "version"))):
+        problems.append(f"model without name/version: {model!r}")
     return problems
 
 

@@ -1,6 +1,7 @@
-"""What the handler's preprocess hands to inference, and inference to postprocess.
+"""What the TorchServe handler's steps pass on: preprocess to inference, inference to postprocess.
 
-Its own module because TorchServe loads a handler module only when it defines exactly one class.
+Its own module because TorchServe's loader takes the handler module's only class as the handler, and refuses a
+module that defines two (``ts.utils.util.list_classes_from_module``).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from classifier.service import Item, Outputs
 
 @dataclass(frozen=True)
 class Batch:
-    """What preprocess hands to inference, and inference to postprocess: never kept on the handler."""
+    """One batch's items, when it arrived, and the backend's outputs once inference ran: never kept on the handler."""
 
     items: list[Item]
     started: float  # perf_counter when the batch arrived, for the batch-latency metric

@@ -1,6 +1,7 @@
 """TorchServe handler: image bytes -> top-2 classes and embedding statistics.
 
-A thin adapter. TorchServe requires this module to define exactly one class; what a request carries is read by
+A thin adapter. TorchServe requires this module to define exactly one class (its loader refuses a second one, even a
+dataclass: ``handlers.batch`` holds what the steps pass on); what a request carries is read by
 ``handlers.requests``, and the image's trip (prepare one request, answer a batch in order) is the core's
 ``classifier.service.ClassifierService``. What is left here is TorchServe's: its context, the status codes, the
 KServe envelope, and the telemetry.
@@ -30,6 +31,7 @@ from ts.utils.util import PredictionException
 from classifier import jpeg_region
 from classifier.backends import cpu_reason, select_device
 from classifier.service import Answer, ClassifierService, Item, ItemError, Outputs, Prepared
+from classifier.versions import ModelIdentity
 from handlers.batch import Batch
 from handlers.requests import extract_image, find_seed
 from handlers.telemetry import ModelTelemetry
@@ -48,15 +50,23 @@ class ClassifierHandler(BaseHandler):
         self.device = device = select_device(props.get("gpu_id"), cuda_available)
         if device.type == "cpu":
             logger.info("running on the CPU: %s", cpu_reason(props.get("gpu_id"), cuda_available))
+        # The answers name the model as TorchServe registered it: the name it serves under and the archive's version
+        # (every archive's manifest has one: the frontend refuses an archive without), which its API routes by.
+        identity = ModelIdentity(context.model_name, str(context.manifest["model"]["modelVersion"]))
         # Threads are sized from the container's CPU limit (classifier.settings.usable_cpus), not the node's cores.
-        self.service = ClassifierService.load(Path(props["model_dir"]), context.model_yaml_config, device=device)
+        self.service = ClassifierService.load(
+            Path(props["model_dir"]), context.model_yaml_config, device=device, identity=identity
+        )
         settings = self.service.settings
         self.pool = ThreadPoolExecutor(settings.threads, thread_name_prefix="preprocess")
         self.telemetry = ModelTelemetry(context.model_name, self.service.labels, self.service.metadata.get("drift_reference"))
         self.telemetry.worker_started(context.metrics)
         region = "off" if not settings.region_decode else "on" if jpeg_region.unavailable_reason() is None else "unavailable"
         logger.info(
-            "classifier ready: backend=%s device=%s threads=%d torch_threads=%d crop_mode=%s jpeg_region_decode=%s",
+            "classifier ready: model=%s version=%s backend=%s device=%s threads=%d torch_threads=%d crop_mode=%s "
+            "jpeg_region_decode=%s",
+            identity.name,
+            identity.version,
             self.service.backend.name,
             device,
             settings.threads,

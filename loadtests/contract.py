@@ -17,7 +17,8 @@ def _probability(value: Any) -> bool:
 
 
 def check_ours(body: Any, topk: int = 2) -> str | None:
-    """Our handler: ``{"predictions": [{label, index, probability} x topk], "embedding": {mean, variance, dim}, ...}``."""
+    """Our handler: ``{"predictions": [{label, index, probability} x topk], "embedding": {mean, variance, dim}, ...,
+    "model": {name, version}}``."""
     if not isinstance(body, dict):
         return f"expected a JSON object, got {type(body).__name__}"
     preds = body.get("predictions")
@@ -38,6 +39,9 @@ def check_ours(body: Any, topk: int = 2) -> str | None:
         return f"embedding mean is not a finite number: {mean!r}"
     if not isinstance(variance, (int, float)) or isinstance(variance, bool) or not (0.0 <= variance < math.inf):
         return f"embedding variance is not a finite number >= 0: {variance!r}"
+    model = body.get("model")
+    if not isinstance(model, dict) or not all(isinstance(model.get(key), str) and model[key] for key in ("name", "version")):
+        return f"no model name and version: {model!r:.120}"
     return None
 
 

@@ -1,13 +1,16 @@
 """Build the model archive, classifier.mar, for one inference backend.
 
     python -m serving.archive --model-dir build/model --backend openvino-int8 --model-config model-config.yaml \\
-        --export-path model_store [--version 1.0]
+        --export-path model_store [--version V]
     python -m serving.archive --backend openvino-int8 --print-artifacts
 
 The first is `make archive`. It packs the model files that the backend and its fallbacks need
 (:func:`classifier.artifacts.archive_artifacts`), the handler and the core package it imports (so the .mar is
 self-contained: tests/integration/test_archive.py), the labels and metadata, and model-config.yaml with
-``handler.backend`` set to the backend, then runs the environment's torch-model-archiver.
+``handler.backend`` set to the backend, then runs the environment's torch-model-archiver. The archive's version is
+``--version`` (``make archive VERSION=<v>``), by default the model folder's (:func:`classifier.versions.folder_version`:
+the one training recorded in metadata.json, else a hash of the model's files), never a constant: two different models
+must not register under one version.
 
 The second prints those model files' names: make asks it while reading the Makefile, to build the missing ones
 first (training, the ONNX export). That happens before ``.venv`` may exist, so this module imports only the
@@ -27,11 +30,9 @@ from io import StringIO
 from pathlib import Path
 
 from classifier.artifacts import archive_artifacts, check_backend
+from classifier.versions import MODEL_NAME, archive_identity, check_version, folder_version
 
 REPO = Path(__file__).resolve().parent.parent
-MODEL_NAME = "classifier"
-# The archive's version, as TorchServe registers it (and deploy/kserve/config.properties' model_snapshot names it).
-DEFAULT_VERSION = "1.0"
 HANDLER = REPO / "handlers" / "classifier_handler.py"
 # Built by `make native`; without it the handler decodes every JPEG in full (classifier/jpeg_region.py).
 NATIVE_LIBRARY = REPO / "classifier" / "_jpegregion.so"
@@ -113,8 +114,11 @@ def archiver_command(
     # fmt: on
 
 
-def build_archive(model_dir: Path, backend: str, model_config: Path, export_path: Path, version: str = DEFAULT_VERSION) -> Path:
-    """Write ``export_path``/classifier.mar; a SystemExit naming the problem if an input is missing."""
+def build_archive(model_dir: Path, backend: str, model_config: Path, export_path: Path, version: str | None = None) -> Path:
+    """Write ``export_path``/classifier.mar; a SystemExit naming the problem if an input is missing or bad.
+
+    ``version`` None: the model folder's own (:func:`classifier.versions.folder_version`).
+    """
     try:
         check_backend(backend)
     except ValueError as exc:
@@ -122,6 +126,10 @@ def build_archive(model_dir: Path, backend: str, model_config: Path, export_path
     for path in required_files(model_dir, backend):
         if not path.is_file():
             raise SystemExit(missing_file_message(path, backend))
+    try:
+        version = check_version(version) if version is not None else folder_version(model_dir)
+    except ValueError as exc:
+        raise SystemExit(f"error: {exc}") from None
     if not model_config.is_file():
         raise SystemExit(f"error: no model-config at {model_config} (the repository's is model-config.yaml)")
     # The environment's own archiver, the one pinned in requirements.lock.
@@ -157,7 +165,11 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--model-dir", type=Path, help="the model folder `make train` writes (e.g. build/model)")
     p.add_argument("--model-config", type=Path, help="the model-config.yaml to pack, with handler.backend set")
     p.add_argument("--export-path", type=Path, help="folder the archive is written to (e.g. model_store)")
-    p.add_argument("--version", default=DEFAULT_VERSION, help=f"the archive's model version (default: {DEFAULT_VERSION})")
+    p.add_argument(
+        "--version",
+        help="the archive's model version (default: metadata.json's \"version\", else sha256- and 12 hex digits "
+        "of the model's files)",
+    )
     return p
 
 
@@ -174,7 +186,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if missing:
         parser.error("building an archive needs " + ", ".join("--" + name.replace("_", "-") for name in missing))
     mar = build_archive(args.model_dir, args.backend, args.model_config, args.export_path, args.version)
-    print(f"wrote {mar} (backend {args.backend})")
+    print(f"wrote {mar} (backend {args.backend}, version {archive_identity(mar).version})")
 
 
 if __name__ == "__main__":

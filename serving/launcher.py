@@ -172,7 +172,11 @@ class TorchServeProcess:
     def start(self, timeout: float = 180) -> TorchServeProcess:
         tmp = self.workdir / "tmp"
         tmp.mkdir(exist_ok=True)
-        env = {**os.environ, "TMPDIR": str(tmp), "LOG_LOCATION": str(self.log_dir), "METRICS_LOCATION": str(self.log_dir)}
+        # TEMP too: the frontend's java.io.tmpdir, where it puts each worker's socket (.ts.sock.<port>, from port 9000) and
+        # the unpacked archives. TorchServe takes it from TEMP, not TMPDIR; without it, servers running at once share
+        # /tmp/.ts.sock.9000, and a worker starting in one server takes over the socket of another's.
+        env = {**os.environ, "TMPDIR": str(tmp), "TEMP": str(tmp), "LOG_LOCATION": str(self.log_dir)}
+        env["METRICS_LOCATION"] = str(self.log_dir)
         with open(self.workdir / "stdout.log", "wb") as log:  # the child keeps its own copy of the descriptor
             self.proc = subprocess.Popen(
                 [torchserve_bin(), "--start", "--foreground", "--ncs", "--ts-config", str(self.config_path)],

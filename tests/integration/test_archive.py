@@ -30,7 +30,8 @@ config = yaml.safe_load(next(root.glob("*.yaml")).read_text()) if list(root.glob
 import ts
 metrics = MetricsCacheYamlImpl(config_file_path=str(Path(ts.__file__).parent / "configs" / "metrics.yaml"))
 metrics.initialize_cache()
-ctx = Context("classifier", str(root), {"model": {"serializedFile": "model.pt2"}}, 1, None, "0.12.0",
+manifest = json.loads((root / "MAR-INF" / "MANIFEST.json").read_text())  # what TorchServe's worker hands the handler
+ctx = Context("classifier", str(root), manifest, 1, None, "0.12.0",
               metrics=metrics, model_yaml_config={**config, "minWorkers": 1})
 ctx.request_processor = [RequestProcessor({"x-seed": "7"})]
 handler = classifier_handler.ClassifierHandler()
@@ -59,4 +60,6 @@ def test_the_archive_imports_and_serves_from_a_clean_directory(model_store, tmp_
     for name, path in result["modules"].items():
         assert path.startswith(str(extracted)), f"{name} was imported from {path}, not from the archive"
     body = result["body"]
-    assert set(body) == {"predictions", "embedding", "crop"} and body["crop"]["seed"] == 7
+    assert set(body) == {"predictions", "embedding", "crop", "model"} and body["crop"]["seed"] == 7
+    manifest = json.loads((extracted / "MAR-INF" / "MANIFEST.json").read_text())["model"]
+    assert body["model"] == {"name": "classifier", "version": manifest["modelVersion"]}

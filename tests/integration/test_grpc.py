@@ -96,7 +96,13 @@ def same_answer(a: dict, b: dict) -> bool:
         [p["probability"] for p in x["predictions"]] + [x["embedding"]["mean"], x["embedding"]["variance"]] for x in (a, b)
     ]
     labels = [[(p["label"], p["index"]) for p in x["predictions"]] for x in (a, b)]
-    return a["crop"] == b["crop"] and labels[0] == labels[1] and numbers[0] == pytest.approx(numbers[1], rel=1e-5, abs=1e-7)
+    same_model = a["model"] == b["model"]
+    return (
+        same_model
+        and a["crop"] == b["crop"]
+        and labels[0] == labels[1]
+        and numbers[0] == pytest.approx(numbers[1], rel=1e-5, abs=1e-7)
+    )
 
 
 def test_twenty_concurrent_calls_all_succeed(server, grpc_port, images):

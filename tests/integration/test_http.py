@@ -22,7 +22,8 @@ pytestmark = [pytest.mark.server, pytest.mark.slow]
 
 
 def check_contract(body: dict) -> None:
-    assert set(body) == {"predictions", "embedding", "crop"}
+    assert set(body) == {"predictions", "embedding", "crop", "model"}
+    assert body["model"]["name"] == "classifier" and isinstance(body["model"]["version"], str) and body["model"]["version"]
     preds = body["predictions"]
     assert len(preds) == 2
     assert preds[0]["probability"] >= preds[1]["probability"]

@@ -9,6 +9,7 @@ import base64
 import pytest
 import requests
 
+from classifier.versions import archive_identity
 from serving.launcher import TorchServeProcess
 from tests.conftest import REPO
 from tests.integration.conftest import server_overrides
@@ -37,7 +38,7 @@ def predict(ts: TorchServeProcess, body: dict) -> requests.Response:
     return requests.post(f"{ts.inference_url}/v1/models/classifier:predict", json=body, timeout=60)
 
 
-def test_v1_predict_answers_each_instance_with_the_contract(kserve_server, images):
+def test_v1_predict_answers_each_instance_with_the_contract(kserve_server, model_store, images):
     png = base64.b64encode(images["png"].read_bytes()).decode()
     jpeg = base64.b64encode(images["jpg"].read_bytes()).decode()
     resp = predict(kserve_server, {"instances": [{"data": png, "seed": 1}, {"data": {"b64": jpeg}}, png]})
@@ -47,6 +48,9 @@ def test_v1_predict_answers_each_instance_with_the_contract(kserve_server, image
     for answer in answers:
         check_contract(answer)
     assert answers[0]["crop"]["seed"] == 1
+    # The archive's own version, not the snapshot's key "1.0": TorchServe registers by the manifest.
+    version = archive_identity(model_store / "classifier.mar").version
+    assert version != "1.0" and {a["model"]["version"] for a in answers} == {version}
 
 
 def test_seed_field_of_an_instance_equals_the_x_seed_header(kserve_server, images):

@@ -111,7 +111,8 @@ def test_a_model_trained_on_user_data_is_served_with_the_users_labels(served, na
     for image in sorted((work / "photos").rglob("*"))[::5]:
         if image.is_file():
             body = curl_predict(f"{ts.inference_url}/predictions/{name}", image)
-            assert set(body) == {"predictions", "embedding", "crop"}, body
+            assert set(body) == {"predictions", "embedding", "crop", "model"}, body
+            assert body["model"]["name"] == name
             assert [p["label"] for p in body["predictions"]] == [classes[p["index"]] for p in body["predictions"]]
             assert len(body["predictions"]) == 2 and body["embedding"]["dim"] == 2048
 

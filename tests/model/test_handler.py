@@ -7,6 +7,7 @@ import torch
 from ts.context import Context, RequestProcessor
 from ts.metrics.metric_cache_yaml_impl import MetricsCacheYamlImpl
 
+from classifier.versions import folder_version
 from handlers.classifier_handler import ClassifierHandler
 from tests.conftest import REPO, encode, random_image
 
@@ -19,11 +20,14 @@ def metrics_cache() -> MetricsCacheYamlImpl:
     return cache
 
 
-def make_context(model_dir, handler_settings=None, batch=1, gpu=None, headers=None):
+def make_context(model_dir, handler_settings=None, batch=1, gpu=None, headers=None, version=None):
+    """TorchServe's Context as its worker builds it; the manifest names the version `make archive` gives the model
+    by default (its folder's), so that the CLI on the folder and this handler answer alike."""
+    manifest = {"modelName": "classifier", "modelVersion": version or folder_version(model_dir), "serializedFile": "model.pt2"}
     ctx = Context(
         "classifier",
         str(model_dir),
-        {"model": {"serializedFile": "model.pt2"}},
+        {"model": manifest},
         batch,
         gpu,
         "0.12.0",
@@ -34,6 +38,15 @@ def make_context(model_dir, handler_settings=None, batch=1, gpu=None, headers=No
     ctx.request_processor = [RequestProcessor((headers or [{}] * batch)[i]) for i in range(batch)]
     ctx.request_ids = {i: f"req-{i}" for i in range(batch)}  # as TorchServe's worker sets them
     return ctx
+
+
+def test_torchserve_finds_exactly_one_handler_class():
+    """TorchServe's loader takes the module's only class as the handler and refuses a module with two."""
+    from ts.utils.util import list_classes_from_module
+
+    import handlers.classifier_handler as module
+
+    assert list_classes_from_module(module) == [ClassifierHandler]
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +65,8 @@ def run(handler, model_dir, requests, headers=None):
 def test_response_contract(handler, tiny_model_dir):
     [body], [(code, _)] = run(handler, tiny_model_dir, [{"body": encode(random_image(300, 200), "PNG")}])
     assert code == 200
-    assert set(body) == {"predictions", "embedding", "crop"}
+    assert set(body) == {"predictions", "embedding", "crop", "model"}
+    assert body["model"] == {"name": "classifier", "version": folder_version(tiny_model_dir)}
     preds = body["predictions"]
     labels = json.loads((tiny_model_dir / "index_to_name.json").read_text())
     assert len(preds) == 2 and preds[0]["probability"] >= preds[1]["probability"]
@@ -62,6 +76,14 @@ def test_response_contract(handler, tiny_model_dir):
     assert body["crop"]["mode"] == "random" and isinstance(body["crop"]["seed"], int)
     left, top, right, bottom = body["crop"]["box"]
     assert (right - left, bottom - top) == (100, 100)
+
+
+def test_the_answer_names_the_model_as_torchserve_registered_it(tiny_model_dir):
+    """The name TorchServe serves it under and the version of the archive's manifest, not the folder's."""
+    h = ClassifierHandler()
+    h.initialize(make_context(tiny_model_dir, version="7.1"))
+    [body], _ = run(h, tiny_model_dir, [{"body": encode(random_image(64, 64), "PNG")}])
+    assert body["model"] == {"name": "classifier", "version": "7.1"} and folder_version(tiny_model_dir) != "7.1"
 
 
 def test_same_seed_gives_identical_answer_and_reported_seed_reproduces(handler, tiny_model_dir):
@@ -100,6 +122,8 @@ def test_bad_item_fails_only_itself_in_a_batch(handler, tiny_model_dir):
     assert "not an image" in bodies[1]["message"] and bodies[1]["code"] == 400
     assert "JSON" in bodies[3]["message"]
     assert "seed" in bodies[4]["message"]
+    # An error keeps the shape of TorchServe's own errors, which name no model (classifier.postprocessing).
+    assert all(set(bodies[i]) == {"code", "type", "message"} for i in (1, 3, 4))
     # A batch result equals the single-request result: batching does not change answers.
     [single], _ = run(handler, tiny_model_dir, [{"body": good, "seed": b"1"}])
     assert single["crop"] == bodies[0]["crop"]

@@ -42,7 +42,8 @@ def test_instances_in_every_base64_form_get_the_contract(enveloped, tiny_model_d
     assert code is None or code == 200
     first, second, bare = out["predictions"]
     for answer in (first, second, bare):
-        assert set(answer) == {"predictions", "embedding", "crop"} and len(answer["predictions"]) == 2
+        assert set(answer) == {"predictions", "embedding", "crop", "model"} and len(answer["predictions"]) == 2
+        assert answer["model"]["name"] == "classifier"
     assert first == second  # same image, same seed: the two encodings are the same request
     assert first["crop"]["seed"] == 7
 

@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from classifier.service import ClassifierService, ItemError, Outputs, Prepared
+from classifier.versions import model_identity
 from tests.conftest import REPO, encode, random_image
 
 
@@ -50,7 +51,8 @@ def test_answers_come_back_in_order_with_each_error_in_its_place(service):
     assert answers[1].body["type"] == "InvalidInput" and answers[1].error is items[1]
     assert answers[0].body["crop"]["seed"] == 1 and answers[2].body["crop"]["seed"] == 2
     for answer in (answers[0], answers[2]):
-        assert list(answer.body) == ["predictions", "embedding", "crop"]
+        assert list(answer.body) == ["predictions", "embedding", "crop", "model"]  # the model added last, compatibly
+        assert answer.body["model"] == model_identity(service.model_dir).as_dict() == service.identity.as_dict()
         assert len(answer.body["predictions"]) == service.settings.topk
 
 

@@ -19,7 +19,8 @@ import yaml
 
 from classifier.artifacts import ARTIFACTS, BACKENDS, archive_artifacts
 from classifier.backends import resolve_backend
-from serving.archive import DEFAULT_VERSION, build_archive, missing_file_message, with_backend
+from classifier.versions import folder_version
+from serving.archive import build_archive, missing_file_message, with_backend
 from tests.conftest import REPO, run_make
 
 ALL_FILES = set(ARTIFACTS.values())
@@ -47,8 +48,8 @@ def test_fp32_backends_leave_the_int8_model_out_and_int8_keeps_its_fp32_fallback
 
 
 def make(*args: str) -> str:
-    """make in the repository, without a BACKEND from the environment."""
-    return run_make(*args, unset=("BACKEND",))
+    """make in the repository, without a BACKEND or VERSION from the environment."""
+    return run_make(*args, unset=("BACKEND", "VERSION"))
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -65,6 +66,12 @@ def test_make_archive_packs_exactly_those(backend):
         f".venv/bin/python -m serving.archive --model-dir /m --backend {backend} --model-config model-config.yaml "
         "--export-path model_store"
     ]
+
+
+def test_make_archive_passes_version_on():
+    present = [arg for name in ["index_to_name.json", *ALL_FILES] for arg in ("-o", f"/m/{name}")]
+    [command] = make("-n", *present, "archive", "MODEL_DIR=/m", "VERSION=4.2").strip().splitlines()
+    assert command.endswith("--export-path model_store --version 4.2")
 
 
 def test_make_builds_the_onnx_files_only_for_a_backend_that_packs_them():
@@ -92,8 +99,9 @@ def model_dir(tmp_path) -> Path:
     """Stand-ins for every file `make train` and the ONNX export write: the archiver only copies them."""
     folder = tmp_path / "model"
     folder.mkdir()
-    for name in [*ALL_FILES, "index_to_name.json", "metadata.json"]:
+    for name in [*ALL_FILES, "index_to_name.json"]:
         (folder / name).write_text(f"stand-in {name}")
+    (folder / "metadata.json").write_text('{"note": "stand-in, from before training recorded a version"}')
     return folder
 
 
@@ -112,15 +120,38 @@ def test_the_archive_holds_exactly_those_and_the_backend_in_its_model_config(bac
     assert {"classifier_handler.py", "handlers/requests.py", "classifier/limits.py", "classifier/artifacts.py"} <= set(files)
     manifest = json.loads(files["MAR-INF/MANIFEST.json"])["model"]
     assert manifest["modelName"] == "classifier" and manifest["serializedFile"] == "model.pt2"
-    assert manifest["modelVersion"] == DEFAULT_VERSION
+    assert manifest["modelVersion"] == folder_version(model_dir)
     config = yaml.safe_load(files[manifest["configFile"]])
     shipped = yaml.safe_load((REPO / "model-config.yaml").read_text())
     assert config == {**shipped, "handler": {**shipped["handler"], "backend": backend}}
 
 
+def version_of(mar: Path) -> str:
+    return json.loads(archived(mar)["MAR-INF/MANIFEST.json"])["model"]["modelVersion"]
+
+
 def test_the_version_is_a_parameter(model_dir, tmp_path):
-    mar = build_archive(model_dir, "eager", REPO / "model-config.yaml", tmp_path / "store", version="2.3")
-    assert json.loads(archived(mar)["MAR-INF/MANIFEST.json"])["model"]["modelVersion"] == "2.3"
+    assert version_of(build_archive(model_dir, "eager", REPO / "model-config.yaml", tmp_path / "store", version="2.3")) == "2.3"
+
+
+def test_by_default_the_version_is_the_trained_models_never_a_constant(model_dir, tmp_path):
+    config, store = REPO / "model-config.yaml", tmp_path / "store"
+    hashed = version_of(build_archive(model_dir, "eager", config, store))
+    assert hashed.startswith("sha256-") and hashed == version_of(build_archive(model_dir, "eager", config, store))
+    (model_dir / "model.pt2").write_text("other weights")
+    assert version_of(build_archive(model_dir, "eager", config, store)) not in {hashed, "1.0"}
+    (model_dir / "metadata.json").write_text('{"version": "5"}')  # what training records (the registry's version)
+    assert version_of(build_archive(model_dir, "eager", config, store)) == "5"
+
+
+@pytest.mark.parametrize("bad", ["", "1.0/../x", "v 2", "2..1", "-1", "all", "x" * 65])
+def test_a_version_torchserve_or_a_url_cannot_carry_is_refused_before_archiving(bad, model_dir, tmp_path):
+    with pytest.raises(SystemExit, match="not a model version|reserved"):
+        build_archive(model_dir, "eager", REPO / "model-config.yaml", tmp_path / "store", version=bad)
+    (model_dir / "metadata.json").write_text(json.dumps({"version": bad}))
+    with pytest.raises(SystemExit, match='metadata.json\'s "version"'):
+        build_archive(model_dir, "eager", REPO / "model-config.yaml", tmp_path / "store")
+    assert not (tmp_path / "store").exists()
 
 
 def test_archives_built_at_the_same_time_keep_their_own_files(model_dir, tmp_path):

@@ -361,6 +361,44 @@ def test_inference_service_uses_our_runtime_for_pytorch_v1(kserve_objects):
     assert runtime["spec"]["protocolVersions"] == ["v1"]
 
 
+@pytest.fixture(scope="module")
+def canary() -> dict:
+    return yaml.safe_load((KSERVE / "inferenceservice-canary.yaml").read_text())
+
+
+def test_the_canary_is_the_same_inference_service_with_a_new_version_taking_a_share(kserve_objects, canary):
+    isvc = kserve_objects["InferenceService"]
+    assert (canary["apiVersion"], canary["kind"]) == (isvc["apiVersion"], isvc["kind"])
+    # The same name: KServe splits traffic between the revisions of one InferenceService.
+    assert canary["metadata"]["name"] == isvc["metadata"]["name"]
+    new, old = canary["spec"]["predictor"], isvc["spec"]["predictor"]
+    same = {k: v for k, v in old["model"].items() if k != "storageUri"}
+    assert {k: v for k, v in new["model"].items() if k != "storageUri"} == same
+    assert new["model"]["storageUri"] != old["model"]["storageUri"]  # the new version's own folder
+    share = new["canaryTrafficPercent"]
+    assert isinstance(share, int) and not isinstance(share, bool) and 0 < share < 100  # the CRD's int64
+    assert "canaryTrafficPercent" not in old
+    assert (new["minReplicas"], new["maxReplicas"]) == (old["minReplicas"], old["maxReplicas"])
+
+
+def test_the_canary_runs_where_kserve_can_split_traffic_and_scales_as_the_pods_do(canary, kserve_objects):
+    """KServe's canary rollout exists in its Serverless (Knative) mode only; the RawDeployment service has none."""
+    annotations = canary["metadata"]["annotations"]
+    assert annotations["serving.kserve.io/deploymentMode"] == "Serverless"
+    assert annotations["serving.kserve.io/enable-tag-routing"] == "true"  # a URL for each revision, to probe the canary
+    assert kserve_objects["InferenceService"]["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "RawDeployment"
+    # Requests in flight per pod, the in-flight HPA's target (4: p99 at 100 ms on a 2-core pod, docs/scaling.md).
+    inflight = yaml.safe_load((K8S / "components" / "inflight-hpa" / "kustomization.yaml").read_text())
+    target = re.search(r'averageValue: "(\d+)"', inflight["patches"][0]["patch"]).group(1)
+    predictor = canary["spec"]["predictor"]
+    assert predictor["scaleMetric"] == "concurrency" and predictor["scaleTarget"] == int(target)
+
+
+def test_the_canary_is_documented_where_new_versions_are():
+    scaling = (REPO / "docs" / "scaling.md").read_text()
+    assert "deploy/kserve/inferenceservice-canary.yaml" in scaling and "canaryTrafficPercent" in scaling
+
+
 def test_serving_runtime_container_matches_the_image_and_the_layout(kserve_objects):
     [c] = kserve_objects["ServingRuntime"]["spec"]["containers"]
     env = env_of(c)

@@ -145,6 +145,7 @@ GOOD = {
     ],
     "embedding": {"mean": 0.42, "variance": 0.19, "dim": 2048},
     "crop": {"mode": "random", "seed": 1, "box": [0, 0, 100, 100]},
+    "model": {"name": "classifier", "version": "3"},
 }
 
 
@@ -159,6 +160,9 @@ GOOD = {
         ({**GOOD, "embedding": {"mean": math.nan, "variance": 0.1}}, "mean is not a finite number"),
         ({**GOOD, "embedding": {"mean": 0.1, "variance": -0.1}}, "variance"),
         ({**GOOD, "embedding": {"mean": 0.1}}, "variance"),
+        ({k: v for k, v in GOOD.items() if k != "model"}, "no model name and version"),
+        ({**GOOD, "model": {"name": "classifier", "version": ""}}, "no model name and version"),
+        ({**GOOD, "model": {"name": "classifier", "version": 3}}, "no model name and version"),
         ([GOOD], "expected a JSON object"),
     ],
 )

@@ -20,6 +20,7 @@ ANSWER = {
     "predictions": [{"label": "a", "index": 0, "probability": 0.9}, {"label": "b", "index": 1, "probability": 0.1}],
     "embedding": {"mean": 0.1, "variance": 0.2, "dim": 2048},
     "crop": {"mode": "random", "seed": 1, "box": [0, 0, 100, 100]},
+    "model": {"name": "classifier", "version": "3"},
 }
 
 
@@ -126,6 +127,8 @@ def test_answer_check_accepts_the_contract_and_names_what_breaks_it():
     assert len(problems) == 2 and "predictions is not a list of 2" in problems[0] and "crop without" in problems[1]
     out_of_range = {**ANSWER, "predictions": [{"label": "a", "index": 0, "probability": 1.5}] * 2}
     assert "probability out of [0, 1]" in image_check.answer_problems(json.dumps(out_of_range).encode())[0]
+    unnamed = {k: v for k, v in ANSWER.items() if k != "model"}
+    assert image_check.answer_problems(json.dumps(unnamed).encode()) == ["model without name/version: None"]
 
 
 def test_processes_not_of_uid_1000_are_reported():

@@ -22,6 +22,7 @@ OK = Result(
         ],
         "embedding": {"mean": 0.5, "variance": 0.25, "dim": 2048},
         "crop": {"mode": "random", "seed": 42, "box": [1, 2, 101, 102]},
+        "model": {"name": "classifier", "version": "3"},
     },
 )
 BAD = Result("a/bad.png", 400, {"code": 400, "type": "InvalidInput", "message": "body is not an image"})
@@ -110,6 +111,8 @@ def test_csv_has_one_row_per_file_with_the_error_in_its_own_column():
     assert rows[0]["path"] == OK.path and rows[0]["label_1"] == "dots" and float(rows[0]["probability_2"]) == 0.25
     assert rows[0]["crop_seed"] == "42" and rows[0]["crop_box"] == "1 2 101 102" and rows[0]["error"] == ""
     assert rows[1]["code"] == "400" and rows[1]["error"] == "body is not an image" and rows[1]["label_1"] == ""
+    assert (rows[0]["model_name"], rows[0]["model_version"]) == ("classifier", "3") and rows[1]["model_version"] == ""
+    assert csv_header(2)[-3:] == ["error", "model_name", "model_version"]  # added last: earlier columns keep their place
 
 
 def test_table_aligns_columns_and_spells_out_errors():

@@ -14,7 +14,7 @@ from urllib.parse import urlparse
 import pytest
 
 from classifier.limits import MAX_BODY_BYTES, MAX_REQUEST_BYTES
-from serving.archive import DEFAULT_VERSION, MODEL_NAME
+from classifier.versions import MODEL_NAME
 from serving.launcher import read_properties
 from tests.conftest import REPO
 
@@ -46,6 +46,14 @@ ONLY_IN = {
 LEFT_OUT = {
     "kserve": {"default_workers_per_model": "model_snapshot sets the model's workers itself (minWorkers, maxWorkers)"},
 }
+# Values only the local config has, with why.
+LOCAL_ONLY = {
+    "enable_model_api": (
+        "true",
+        "make rollout registers a second version through the management API of make serve; images, pods and KServe "
+        "roll out a new image or storageUri instead, and keep registration off",
+    ),
+}
 # Ports that differ from the local config's.
 MOVED_PORTS = {
     ("kserve", "inference_address"): (8085, "KServe's stock wrapper takes 8080 and forwards to TorchServe on 8085"),
@@ -69,7 +77,35 @@ def test_every_config_has_the_same_keys_but_the_listed_ones():
 @pytest.mark.parametrize("key", sorted(set(PROPS["local"]) - ADDRESSES - PATHS))
 def test_every_config_has_the_same_value_but_for_addresses_and_paths(key):
     values = {name: props[key] for name, props in PROPS.items() if key in props}
+    if key in LOCAL_ONLY:
+        assert values.pop("local") == LOCAL_ONLY[key][0]
     assert len(set(values.values())) == 1, values
+
+
+def test_registration_is_off_wherever_a_new_version_is_a_new_image_or_storage_uri():
+    assert {name: props["enable_model_api"] for name, props in PROPS.items()} == {
+        "local": "true",
+        "image": "false",
+        "pod": "false",
+        "kserve": "false",
+    }
+
+
+def test_no_config_lets_the_server_download_a_model():
+    """CVE-2023-43654: allowed_urls matches only file:// paths of archives in the model store, never http(s)."""
+    import re
+
+    for name, props in PROPS.items():
+        pattern = re.compile(props["allowed_urls"], re.IGNORECASE)  # TorchServe matches case-insensitively
+        store = props["model_store"] if props["model_store"].startswith("/") else "/repo/" + props["model_store"]
+        assert pattern.fullmatch(f"file://{store}/classifier-2.mar"), name
+        for url in (
+            "http://169.254.169.254/latest/meta-data",
+            f"https://example.com{store}/classifier.mar",
+            f"file:///etc/passwd#{store}/x.mar",
+            f"file:///etc/passwd?{store}/x.mar",
+        ):
+            assert not pattern.fullmatch(url), (name, url)
 
 
 def test_ports_are_the_same_but_the_listed_ones_and_management_stays_on_loopback():
@@ -90,4 +126,7 @@ def test_the_frontends_request_cap_is_the_core_limit():
 def test_the_kserve_snapshot_names_the_archive_that_make_archive_writes():
     snapshot = json.loads(PROPS["kserve"]["model_snapshot"])
     assert list(snapshot["models"]) == [MODEL_NAME]
-    assert list(snapshot["models"][MODEL_NAME]) == [DEFAULT_VERSION]
+    # TorchServe registers the archive under its manifest's version whatever the snapshot's key says
+    # (tests/integration/test_kserve.py serves an archive whose version is not the key).
+    [entry] = snapshot["models"][MODEL_NAME].values()
+    assert entry["marName"] == f"{MODEL_NAME}.mar" and entry["defaultVersion"] is True
