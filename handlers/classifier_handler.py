@@ -20,7 +20,6 @@ import os
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +30,7 @@ from ts.utils.util import PredictionException
 from classifier import jpeg_region
 from classifier.backends import cpu_reason, select_device
 from classifier.service import Answer, ClassifierService, Item, ItemError, Outputs, Prepared
+from handlers.batch import Batch
 from handlers.requests import extract_image, find_seed
 from handlers.telemetry import ModelTelemetry
 
@@ -38,15 +38,6 @@ logger = logging.getLogger(__name__)
 # TorchServe's envelopes that hand the handler a request's instances and serialise its return values
 # themselves; KServe sets the variable (with enable_envvars_config=true in config.properties).
 ENVELOPES = ("kserve", "kfserving")
-
-
-@dataclass(frozen=True)
-class Batch:
-    """What preprocess hands to inference, and inference to postprocess: never kept on the handler."""
-
-    items: list[Item]
-    started: float  # perf_counter when the batch arrived, for the batch-latency metric
-    outputs: Outputs | None = None
 
 
 class ClassifierHandler(BaseHandler):

@@ -6,9 +6,16 @@ import pytest
 import torch
 from ts.context import Context, RequestProcessor
 from ts.metrics.metric_cache_yaml_impl import MetricsCacheYamlImpl
+from ts.utils.util import list_classes_from_module
 
+from handlers import classifier_handler
 from handlers.classifier_handler import ClassifierHandler
 from tests.conftest import REPO, encode, random_image
+
+
+def test_torchserve_finds_exactly_one_handler_class():
+    """TorchServe's loader takes the one class the handler module defines; a second one fails every model load."""
+    assert list_classes_from_module(classifier_handler) == [ClassifierHandler]
 
 
 def metrics_cache() -> MetricsCacheYamlImpl:
