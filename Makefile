@@ -1,5 +1,5 @@
 # Every target the README names. Each depends on `install`, so a fresh clone needs no manual step.
-.PHONY: install lock lock-check lint format coverage-report stubs train prepare archive serve stop test test-fast soak clean help FORCE image image-gpu run-image image-check image-check-gpu container-tools loadtest bench k8s-tools kserve-layout predict cli-bench native cpp cpp-report \
+.PHONY: install install-proxy lock lock-check lint format coverage-report stubs train prepare archive serve stop test test-fast soak clean help FORCE image image-gpu run-image image-check image-check-gpu container-tools loadtest bench k8s-tools kserve-layout predict cli-bench native cpp cpp-report \
 	install-monitoring monitor drift-stream
 
 VENV      := .venv
@@ -34,7 +34,8 @@ help:
 	@echo "make test    install and run the whole test suite"
 	@echo "make train   (re)train: DATA=DIR, TRAIN_ARGS='--epochs N ...'; metrics and plots go to runs/<timestamp>/"
 	@echo "make prepare SRC=DIR DST=DIR   split a folder of class subfolders into DST/train and DST/val"
-	@echo "make archive / make stop / make clean"
+	@echo "make archive / make clean"
+	@echo "make stop    drain (readiness false, answer until quiet, refuse new connections), then stop TorchServe"
 	@echo "make image / make image-gpu / make run-image [GPU=1]   container images, docker or podman (ENGINE=)"
 	@echo "make image-check / make image-check-gpu [ENGINE=]   build an image for real, check it on loopback (opt-in, root)"
 	@echo "make loadtest  locust against the running make serve (HOST=, USERS=, SPAWN_RATE=, RUN_TIME=)"
@@ -48,10 +49,17 @@ help:
 	@echo "make drift-stream SHIFT=blur   send a shifted image stream to make serve and watch the drift gauges"
 
 # ---------------------------------------------------------------- setup
-install: $(STAMP) $(STUBS) $(CHECKOV) $(NATIVE_SO)
+install: $(STAMP) $(STUBS) $(CHECKOV) $(NATIVE_SO) install-proxy
 	@# The monitoring tests need Debian's prometheus (promtool): installed here when root, else they say how.
 	@command -v promtool >/dev/null 2>&1 || { test "$$(id -u)" = 0 && command -v apt-get >/dev/null 2>&1 \
 	  && $(MAKE) --no-print-directory install-monitoring; } || echo "warning: promtool missing: make install-monitoring" >&2
+
+# HAProxy holds the inference ports so that a stop drains instead of resetting (serving/drain.py): Debian's
+# package, installed here when root; `make serve` needs it, so without root it fails naming the command.
+install-proxy:
+	@PATH="$$PATH:/usr/sbin" command -v haproxy >/dev/null 2>&1 || { test "$$(id -u)" = 0 && command -v apt-get >/dev/null 2>&1 \
+	  && apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends haproxy; } \
+	  || { echo "error: haproxy is missing (the inference ports drain through it): as root, make install-proxy (apt-get install haproxy)" >&2; exit 1; }
 
 # Every venv is installed from its lock with --no-deps --require-hashes, then `pip check`ed and proven complete:
 # no upstream release can change what gets installed (tools/locks.py says why).
@@ -126,10 +134,11 @@ predict: | $(STAMP)
 	$(PY) -m cli predict $(ARGS)
 
 # ---------------------------------------------------------------- serving
-serve: $(MAR) $(STUBS)
+serve: $(MAR) $(STUBS) install-proxy
 	$(PY) -m serving.launcher start --config config.properties
 	@echo "try: curl -T docs/sample.png localhost:8080/predictions/classifier"
 
+# Drains first: readiness false, answers until quiet (DRAIN_QUIET=1 s, within STOP_TIMEOUT=8 s), then stops.
 stop: | $(STAMP)
 	$(PY) -m serving.launcher stop
 
