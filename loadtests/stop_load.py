@@ -38,6 +38,8 @@ class Outcome:
     kind: str
     at: float  # time.monotonic() when it came back
     detail: str = ""
+    sent: float = 0.0  # time.monotonic() when it was sent
+    retry_after: str | None = None  # the answer's Retry-After header
 
 
 def http_outcome(status: int, body: bytes) -> tuple[str, str]:
@@ -54,8 +56,8 @@ def grpc_outcome(code_name: str, details: str) -> str:
     """A gRPC failure in the same words: refused only when no connection could be made."""
     if code_name == "UNAVAILABLE" and ("refused" in details.lower() or "failed to connect" in details.lower()):
         return "refused"
-    if code_name == "UNAVAILABLE":
-        return "reset"
+    if code_name == "UNAVAILABLE":  # the server's 503 (a dead worker, a full queue), else a broken connection
+        return "5xx" if "worker died" in details.lower() or "no worker" in details.lower() else "reset"
     if code_name == "DEADLINE_EXCEEDED":
         return "timeout"
     return "5xx" if code_name in {"INTERNAL", "UNKNOWN", "RESOURCE_EXHAUSTED", "DATA_LOSS"} else "4xx"
@@ -102,9 +104,9 @@ class StopLoad:
         for thread in self._threads:
             thread.join(timeout=self.timeout + 5)
 
-    def _record(self, client: str, kind: str, detail: str = "") -> None:
+    def _record(self, client: str, kind: str, detail: str = "", sent: float = 0.0, retry_after: str | None = None) -> None:
         with self._lock:
-            self.outcomes.append(Outcome(client, kind, time.monotonic(), detail))
+            self.outcomes.append(Outcome(client, kind, time.monotonic(), detail, sent, retry_after))
 
     def _go_on(self, count: int) -> bool:
         return not self._stop.is_set() and time.monotonic() < self._deadline and count < self.max_requests
@@ -115,32 +117,33 @@ class StopLoad:
         count = 0
         while self._go_on(count):
             count += 1
+            sent = time.monotonic()
             if conn is None:
                 conn = http.client.HTTPConnection(host, port, timeout=self.timeout)
                 try:
                     conn.connect()
                 except ConnectionRefusedError:
-                    self._record(name, "refused")
+                    self._record(name, "refused", sent=sent)
                     return
                 except OSError as exc:
-                    self._record(name, "reset", f"connect: {exc!r}")
+                    self._record(name, "reset", f"connect: {exc!r}", sent)
                     return
             try:
                 conn.request("POST", "/predictions/classifier", body=self.image)
                 resp = conn.getresponse()
                 body = resp.read()
             except TimeoutError:
-                self._record(name, "timeout")
+                self._record(name, "timeout", sent=sent)
                 conn.close()
                 conn = None
                 continue
             except (OSError, http.client.HTTPException) as exc:  # reset, broken pipe, closed without an answer
-                self._record(name, "reset", repr(exc))
+                self._record(name, "reset", repr(exc), sent)
                 conn.close()
                 conn = None
                 continue
             kind, detail = http_outcome(resp.status, body)
-            self._record(name, kind, detail)
+            self._record(name, kind, detail, sent, resp.getheader("Retry-After"))
             if not keep_alive or resp.will_close:
                 conn.close()
                 conn = None
@@ -159,21 +162,22 @@ class StopLoad:
             stub = stubs.InferenceAPIsServiceStub(chan)
             while self._go_on(count):
                 count += 1
+                sent = time.monotonic()
                 try:
                     response = stub.Predictions(predictions_request(self.image), timeout=self.timeout)
                 except grpc.RpcError as exc:
                     kind = grpc_outcome(exc.code().name, exc.details() or "")
-                    self._record(name, kind, f"{exc.code().name}: {exc.details()}")
+                    self._record(name, kind, f"{exc.code().name}: {exc.details()}", sent)
                     if kind == "refused":
                         return
                     continue
                 try:
                     answer = parse_answer(response.prediction)
                 except Exception as exc:  # the handler's error body (PredictionError)
-                    self._record(name, "4xx", str(exc))
+                    self._record(name, "4xx", str(exc), sent)
                     continue
                 problem = check_ours(answer)
-                self._record(name, "bad answer" if problem else "answered", problem or "")
+                self._record(name, "bad answer" if problem else "answered", problem or "", sent)
 
     # ---------------------------------------------------------------- reading the results
     def clients(self) -> list[str]:
