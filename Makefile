@@ -1,5 +1,5 @@
 # Every target the README names. Each depends on `install`, so a fresh clone needs no manual step.
-.PHONY: install install-proxy lock lock-check lint format coverage-report stubs train prepare archive serve stop test test-fast soak clean help FORCE image image-gpu run-image image-check image-check-gpu container-tools loadtest bench k8s-tools kserve-layout predict cli-bench native cpp cpp-report \
+.PHONY: install install-proxy lock lock-check lint format coverage-report stubs train prepare archive serve stop test test-fast soak clean help FORCE image image-gpu run-image image-check image-check-gpu k8s-play container-tools loadtest bench k8s-tools kserve-layout predict cli-bench native cpp cpp-report \
 	install-monitoring monitor drift-stream
 
 VENV      := .venv
@@ -38,6 +38,7 @@ help:
 	@echo "make stop    drain (readiness false, answer until quiet, refuse new connections), then stop TorchServe"
 	@echo "make image / make image-gpu / make run-image [GPU=1]   container images, docker or podman (ENGINE=)"
 	@echo "make image-check / make image-check-gpu [ENGINE=]   build an image for real, check it on loopback (opt-in, root)"
+	@echo "make k8s-play   run the CPU overlay's pod under podman kube play and check it (opt-in, root; after make image-check)"
 	@echo "make loadtest  locust against the running make serve (HOST=, USERS=, SPAWN_RATE=, RUN_TIME=)"
 	@echo "make bench     raw model vs our endpoint vs stock TorchServe; writes docs/benchmarks.*"
 	@echo "make kserve-layout   the KServe storageUri folder (config/ + model-store/) in $(KSERVE_DIR)"
@@ -304,3 +305,9 @@ image-check: $(MAR)
 # The same for the GPU image (on a host without a GPU: starts, falls back to the CPU with a logged reason).
 image-check-gpu: $(MAR)
 	$(PY) docker/image_check.py --flavour gpu $(if $(ENGINE),--engine $(ENGINE))
+
+# Opt-in (root, podman; not in make test): run the CPU overlay's Deployment under `podman kube play` with the image
+# make image-check (or make image) built, and check read-only root, uid 1000, the probes, a prediction and a
+# preStop + SIGTERM drain under load (deploy/k8s_play.py; it writes its results row into docs/containers.md).
+k8s-play: | $(STAMP)
+	$(PY) deploy/k8s_play.py
