@@ -15,7 +15,8 @@ Steps, each printed with its time:
    fails while the model loads and passes once it is READY, the liveness probe's passes; a `curl -T` prediction;
 4. the stop as the kubelet does it, under 8 bounded clients (loadtests/stop_load.py): the preStop hook's command
    (readiness must turn false during it), then SIGTERM with what is left of terminationGracePeriodSeconds
-   (`podman pod stop -t`): exit 0 within the grace period and no accepted request lost;
+   (`podman stop -t` on the container, then the pod, as the kubelet keeps the sandbox's network until its containers
+   have ended): exit 0 within the grace period and no accepted request lost;
 5. a row for docs/containers.md, written into its table there (``--no-write``: printed only).
 
 Exit status 0 only when every check passed. The pure parts are unit-tested in tests/unit/test_k8s_play.py.
@@ -184,8 +185,12 @@ class Play(image_check.Check):
             said = hook.communicate()[0].strip()
             self.expect(hook.returncode == 0 and not_ready, f"preStop hook: {said} (readiness false during it: {not_ready})")
             left = max(1, int(grace - (time.monotonic() - began)))
-            self.run("podman", "pod", "stop", "-t", str(left), self.pod, timeout=grace + 30)
+            # The container first, the pod (its infra container, which holds the network) after it, as the kubelet
+            # keeps the sandbox until its containers have ended: `podman pod stop` takes the network down while
+            # the container still drains, and its clients then wait on connections nothing answers.
+            self.run("podman", "stop", "-t", str(left), self.name, timeout=grace + 30)
             took = time.monotonic() - began
+            self.run("podman", "pod", "stop", self.pod, timeout=60)
             load.stop(wait=15)
         status = self.run("podman", "inspect", "--format", "{{.State.ExitCode}}", self.name).stdout.strip()
         self.facts["stop"] = f"{took:.1f} s of {grace} s, exit {status}"
