@@ -1,7 +1,7 @@
 """The pure parts of serving/drain.py: where the proxy listens, what it says on errors, what it counts, the budget.
 
 The real HAProxy reads the config in tests/tools/test_proxy_config.py; it drains a real server under load in
-tests/integration/test_drain.py.
+tests/integration/test_stop_under_load.py.
 """
 
 from __future__ import annotations
