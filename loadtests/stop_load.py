@@ -15,7 +15,7 @@ Each outcome is one of: ``answered`` (200 with an answer in the response contrac
 refused: the server no longer listens; never accepted, so safe to retry), ``reset`` (the connection broke after it was
 accepted, with no answer), ``timeout``, ``5xx`` / ``4xx`` (another HTTP status; gRPC codes map to them), or ``bad
 answer``. A client stops at its first refusal (the server is gone) or at the bounds: ``seconds`` and
-``max_requests``. Used by tests/integration/test_drain.py, ``make image-check`` and ``make k8s-play``.
+``max_requests``. Used by tests/integration/test_stop_under_load.py, ``make image-check`` and ``make k8s-play``.
 """
 
 from __future__ import annotations
