@@ -14,9 +14,9 @@ ARG FLAVOUR=cpu
 # ------------------------------------------------------------------ the files both images serve
 FROM scratch AS app
 # The handler travels inside the archive (handlers/ and the classifier/ core are packed into classifier.mar by `make archive`).
-# The entrypoint imports serving/launcher.py (stdlib only), which is all of the serving package it needs.
+# The entrypoint imports serving/launcher.py and serving/drain.py (stdlib only), all of the serving package it needs.
 COPY docker/config.properties docker/entrypoint.py monitoring/ts-metrics.yaml /home/model-server/
-COPY serving/__init__.py serving/launcher.py /home/model-server/serving/
+COPY serving/__init__.py serving/launcher.py serving/drain.py /home/model-server/serving/
 COPY model_store/classifier.mar /home/model-server/model-store/
 
 # ------------------------------------------------------------------ GPU: CUDA 13.0 (torch 2.14.1's build) + Python 3.11 + JRE 17
@@ -25,10 +25,11 @@ COPY model_store/classifier.mar /home/model-server/model-store/
 FROM nvidia/cuda:13.0.2-base-ubuntu22.04 AS gpu-base
 # Ubuntu 22.04 ships python3.11 in universe. Package versions are not pinned: the archive only updates
 # them for security fixes, and a pin would fail the build once the pinned version leaves it.
+# haproxy: the inference ports drain through it on stop (serving/drain.py).
 # hadolint ignore=DL3008
 RUN apt-get update \
  && apt-get install -y --no-install-recommends \
-      python3.11 python3.11-venv openjdk-17-jre-headless tini \
+      python3.11 python3.11-venv openjdk-17-jre-headless tini haproxy \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --create-home --uid 1000 --shell /usr/sbin/nologin model-server
 
@@ -48,9 +49,9 @@ FROM python:3.11-slim-bookworm AS cpu-base
 RUN mkdir -p /usr/share/man/man1 \
  && apt-get update \
 # libjpeg62-turbo: the fallback of the JPEG region decoder (classifier/native), which first runs the libjpeg-turbo
-# inside Pillow's wheel (classifier/jpeg_region.py).
+# inside Pillow's wheel (classifier/jpeg_region.py). haproxy: the inference ports drain through it (serving/drain.py).
  && apt-get install -y --no-install-recommends \
-      openjdk-17-jre-headless tini libjpeg62-turbo \
+      openjdk-17-jre-headless tini libjpeg62-turbo haproxy \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --create-home --uid 1000 --shell /usr/sbin/nologin model-server
 
@@ -82,5 +83,5 @@ EXPOSE 8080 8081 8082 7070 7071
 # Readiness, not liveness: healthy only once the model has a READY worker (`entrypoint.py live` is GET /ping).
 HEALTHCHECK --interval=30s --timeout=10s --start-period=180s --retries=3 \
   CMD ["python", "/home/model-server/entrypoint.py", "ready"]
-# tini as PID 1 reaps orphans and passes SIGTERM to the entrypoint, which stops TorchServe gracefully.
+# tini as PID 1 reaps orphans and passes SIGTERM to the entrypoint, which drains, then stops TorchServe.
 ENTRYPOINT ["tini", "--", "python", "/home/model-server/entrypoint.py"]

@@ -1,5 +1,5 @@
 # Every target the README names. Each depends on `install`, so a fresh clone needs no manual step.
-.PHONY: install lock lock-check lint format coverage-report stubs train prepare archive serve stop rollout rollback test test-fast soak clean help FORCE image image-gpu run-image image-check image-check-gpu container-tools loadtest bench k8s-tools kserve-layout predict cli-bench native cpp cpp-report \
+.PHONY: install install-proxy lock lock-check lint format coverage-report stubs train prepare archive serve stop rollout rollback test test-fast soak clean help FORCE image image-gpu run-image image-check image-check-gpu k8s-play container-tools loadtest bench k8s-tools kserve-layout predict cli-bench native cpp cpp-report \
 	install-monitoring monitor drift-stream
 
 VENV      := .venv
@@ -34,10 +34,12 @@ help:
 	@echo "make test    install and run the whole test suite"
 	@echo "make train   (re)train: DATA=DIR, TRAIN_ARGS='--epochs N ...'; metrics and plots go to runs/<timestamp>/"
 	@echo "make prepare SRC=DIR DST=DIR   split a folder of class subfolders into DST/train and DST/val"
-	@echo "make archive [VERSION=v] / make stop / make clean"
+	@echo "make archive [VERSION=v] / make clean"
+	@echo "make stop    drain (readiness false, answer until quiet, refuse new connections), then stop TorchServe"
 	@echo "make rollout MAR=FILE / make rollback   serve another version on make serve, and back, with no failed request"
 	@echo "make image / make image-gpu / make run-image [GPU=1]   container images, docker or podman (ENGINE=)"
 	@echo "make image-check / make image-check-gpu [ENGINE=]   build an image for real, check it on loopback (opt-in, root)"
+	@echo "make k8s-play   run the CPU overlay's pod under podman kube play and check it (opt-in, root; after make image-check)"
 	@echo "make loadtest  locust against the running make serve (HOST=, USERS=, SPAWN_RATE=, RUN_TIME=)"
 	@echo "make bench     raw model vs our endpoint vs stock TorchServe; writes docs/benchmarks.*"
 	@echo "make kserve-layout   the KServe storageUri folder (config/ + model-store/) in $(KSERVE_DIR)"
@@ -49,10 +51,17 @@ help:
 	@echo "make drift-stream SHIFT=blur   send a shifted image stream to make serve and watch the drift gauges"
 
 # ---------------------------------------------------------------- setup
-install: $(STAMP) $(STUBS) $(CHECKOV) $(NATIVE_SO)
+install: $(STAMP) $(STUBS) $(CHECKOV) $(NATIVE_SO) install-proxy
 	@# The monitoring tests need Debian's prometheus (promtool): installed here when root, else they say how.
 	@command -v promtool >/dev/null 2>&1 || { test "$$(id -u)" = 0 && command -v apt-get >/dev/null 2>&1 \
 	  && $(MAKE) --no-print-directory install-monitoring; } || echo "warning: promtool missing: make install-monitoring" >&2
+
+# HAProxy holds the inference ports so that a stop drains instead of resetting (serving/drain.py): Debian's
+# package, installed here when root; `make serve` needs it, so without root it fails naming the command.
+install-proxy:
+	@PATH="$$PATH:/usr/sbin" command -v haproxy >/dev/null 2>&1 || { test "$$(id -u)" = 0 && command -v apt-get >/dev/null 2>&1 \
+	  && apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends haproxy; } \
+	  || { echo "error: haproxy is missing (the inference ports drain through it): as root, make install-proxy (apt-get install haproxy)" >&2; exit 1; }
 
 # Every venv is installed from its lock with --no-deps --require-hashes, then `pip check`ed and proven complete:
 # no upstream release can change what gets installed (tools/locks.py says why).
@@ -129,10 +138,11 @@ predict: | $(STAMP)
 	$(PY) -m cli predict $(ARGS)
 
 # ---------------------------------------------------------------- serving
-serve: $(MAR) $(STUBS)
+serve: $(MAR) $(STUBS) install-proxy
 	$(PY) -m serving.launcher start --config config.properties
 	@echo "try: curl -T docs/sample.png localhost:8080/predictions/classifier"
 
+# Drains first: readiness false, answers until quiet (DRAIN_QUIET=1 s, within STOP_TIMEOUT=8 s), then stops.
 stop: | $(STAMP)
 	$(PY) -m serving.launcher stop
 
@@ -310,3 +320,9 @@ image-check: $(MAR)
 # The same for the GPU image (on a host without a GPU: starts, falls back to the CPU with a logged reason).
 image-check-gpu: $(MAR)
 	$(PY) docker/image_check.py --flavour gpu $(if $(ENGINE),--engine $(ENGINE))
+
+# Opt-in (root, podman; not in make test): run the CPU overlay's Deployment under `podman kube play` with the image
+# make image-check (or make image) built, and check read-only root, uid 1000, the probes, a prediction and a
+# preStop + SIGTERM drain under load (deploy/k8s_play.py; it writes its results row into docs/containers.md).
+k8s-play: | $(STAMP)
+	$(PY) deploy/k8s_play.py

@@ -13,10 +13,12 @@ Steps, each printed with its duration:
    docker/torch-cpu.txt needs PyTorch's CPU wheel index, docker/torch-pypi.lock when that index does not answer;
 4. the build, in the docker format (podman's OCI format drops the HEALTHCHECK), with the host's CA bundle
    bind-mounted for pip (PIP_CERT) when the engine is podman (a TLS-inspecting proxy needs it);
-5. a container publishing 8080 on 127.0.0.1 only (a random port: the machine is shared): /ping, readiness through
-   the image's own HEALTHCHECK command (it must fail while the model loads when ping already answers), a
-   `curl -T` prediction whose JSON keeps the response contract, every process uid 1000, then a stop under
-   10 s with exit status 0. For the gpu flavour on a host without a GPU it also finds the logged CPU fallback.
+5. a container publishing 8080 and 7070 on 127.0.0.1 only (random ports: the machine is shared): /ping, readiness
+   through the image's own HEALTHCHECK command (it must fail while the model loads when ping already answers), a
+   `curl -T` prediction whose JSON keeps the response contract, every process uid 1000, then a stop under load:
+   8 bounded clients (loadtests/stop_load.py: HTTP keep-alive, HTTP per request, gRPC) until each has been answered,
+   then `stop -t 10`, which must take under 10 s, exit 0, and leave no accepted request reset or answered 5xx
+   (the drain, serving/drain.py). For the gpu flavour on a host without a GPU it also finds the logged CPU fallback.
 
 It ends with one Markdown table row for docs/containers.md and the image size. Exit status 0 only when every
 check passed. The pure parts (engine choice, config text, Dockerfile reading, answer checks) are unit-tested
@@ -40,6 +42,7 @@ import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))  # make runs this file as a script: the load clients live in loadtests/
 WORK = REPO / "build" / "image-check"
 # The torch stage's requirements per flavour (the Dockerfile's TORCH_REQUIREMENTS defaults), and the fallback.
 TORCH_REQUIREMENTS = {"cpu": "docker/torch-cpu.txt", "gpu": "docker/torch-pypi.lock"}
@@ -209,6 +212,15 @@ def healthcheck_test(inspected: dict) -> list[str]:
     return test[1:]
 
 
+def drain_summary(every: dict[str, int], after_stop: dict[str, int]) -> str:
+    """One cell for the results: what the load's requests got, and how many were answered once the stop began."""
+    lost = sum(n for kind, n in every.items() if kind not in {"answered", "refused"})
+    return (
+        f"{every.get('answered', 0)} answered ({after_stop.get('answered', 0)} after the stop began), "
+        f"{every.get('refused', 0)} refused, {lost} lost"
+    )
+
+
 def human_size(size: int) -> str:
     return f"{size / 1e9:.2f} GB" if size >= 1e9 else f"{size / 1e6:.0f} MB"
 
@@ -356,10 +368,11 @@ class Check:
         inspected = json.loads(self.run(self.engine, "image", "inspect", self.tag).stdout)[0]
         health = healthcheck_test(inspected)
         self.say(f"HEALTHCHECK: {' '.join(health)}")
-        self.run(self.engine, "run", "-d", "--name", name, "-p", "127.0.0.1::8080", self.tag)
+        self.run(self.engine, "run", "-d", "--name", name, "-p", "127.0.0.1::8080", "-p", "127.0.0.1::7070", self.tag)
         started = time.monotonic()
         try:
             port = published_port(self.run(self.engine, "port", name, "8080").stdout)
+            grpc_port = published_port(self.run(self.engine, "port", name, "7070").stdout)
             url = f"http://127.0.0.1:{port}"
             self.wait_until_ready(name, url, health, started)
             self.predict(url)
@@ -370,18 +383,28 @@ class Check:
                 log = self.exec(name, "cat", "/home/model-server/logs/model_log.log").stdout
                 reason = next((line for line in log.splitlines() if "running on the CPU" in line), "")
                 self.expect(bool(reason), f"logged CPU fallback: {reason.split(' - ')[-1].strip()}")
-            stop_started = time.monotonic()
-            self.run(self.engine, "stop", "-t", str(int(STOP_BOUND_S)), name, timeout=60)
-            took = time.monotonic() - stop_started
-            status = self.run(self.engine, "inspect", "--format", "{{.State.ExitCode}}", name).stdout.strip()
-            self.facts["stop"] = f"{took:.1f} s, exit {status}"
-            self.expect(
-                took < STOP_BOUND_S and status == "0", f"stop in {took:.1f} s (< {STOP_BOUND_S:.0f}), exit status {status}"
-            )
+            self.stop_under_load(name, port, grpc_port)
         finally:
             logs = self.run(self.engine, "logs", name, check=False).stdout
             (WORK / f"container-{self.flavour}.log").write_text(logs)
             self.run(self.engine, "rm", "-f", name, check=False)
+
+    def stop_under_load(self, name: str, port: int, grpc_port: int) -> None:
+        """`stop -t 10` while 8 clients load the container: the drain must answer every request it accepted."""
+        from loadtests.stop_load import StopLoad
+
+        with StopLoad(("127.0.0.1", port), ("127.0.0.1", grpc_port), SAMPLE.read_bytes(), seconds=120) as load:
+            load.wait_answers(3)
+            stop_started = time.monotonic()
+            self.run(self.engine, "stop", "-t", str(int(STOP_BOUND_S)), name, timeout=60)
+            took = time.monotonic() - stop_started
+            load.stop(wait=15)
+        status = self.run(self.engine, "inspect", "--format", "{{.State.ExitCode}}", name).stdout.strip()
+        self.facts["stop"] = f"{took:.1f} s, exit {status}"
+        self.expect(took < STOP_BOUND_S and status == "0", f"stop in {took:.1f} s (< {STOP_BOUND_S:.0f}), exit status {status}")
+        self.facts["stop under load"] = drain_summary(load.summary(), load.summary(since=stop_started))
+        failures = load.failures()
+        self.expect(not failures, f"stop under 8 clients: {self.facts['stop under load']} {[f.detail for f in failures[:3]]}")
 
     def wait_until_ready(self, name: str, url: str, health: list[str], started: float, timeout: float = 300) -> None:
         pinged = ready_at = None
@@ -429,7 +452,7 @@ class Check:
         return "| " + " | ".join(cells) + " |"
 
 
-COLUMNS = ("base", "torch", "build", "image size", "ping / ready", "not ready while ping 200", "stop")
+COLUMNS = ("base", "torch", "build", "image size", "ping / ready", "not ready while ping 200", "stop", "stop under load")
 
 
 def main(argv: list[str] | None = None) -> int:

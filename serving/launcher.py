@@ -1,12 +1,17 @@
-"""Start TorchServe, wait until a model is READY, and stop it.
+"""Start TorchServe behind its draining proxy, wait until a model is READY, and stop it without losing a request.
 
     python -m serving.launcher start [--config config.properties] [--model classifier]
-    python -m serving.launcher stop
+    python -m serving.launcher ready [--config config.properties] [--model classifier]
+    python -m serving.launcher stop [--stop-timeout 8] [--quiet 1]
 
-`start` returns once every worker of the model reports READY, or fails with the
-tail of TorchServe's logs. The same functions start the throw-away servers of
-the tests (``TorchServeProcess``), which run in their own process group, with
-their own TMPDIR (TorchServe keeps its pid file there) and their own log folder.
+`start` runs HAProxy on the config's inference addresses (HTTP and gRPC) and TorchServe on private loopback ports
+behind it (serving/drain.py says why), and returns once every worker of the model reports READY, or fails with the
+tail of TorchServe's logs. `ready` exits 0 while the model has a READY worker and no stop has begun. `stop` drains:
+readiness turns false, requests go on being answered until none has arrived for ``--quiet`` seconds (within
+``--stop-timeout``), then the proxy stops listening, answers what it accepted and exits, and only then TorchServe
+stops. The same functions start the throw-away servers of the tests (``TorchServeProcess``), which run in their own
+process group, with their own TMPDIR (TorchServe keeps its pid file there, the proxy its run folder) and their own
+log folder.
 
 Stdlib only: the images copy this file alone for docker/entrypoint.py, which imports its helpers
 (tests/tools/test_container_files.py checks the imports).
@@ -23,12 +28,18 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
+from serving.drain import Proxy, drain, haproxy_bin
+
 REPO = Path(__file__).resolve().parent.parent
+# A stop's bound, and the quiet period a drain waits for (the entrypoint reads the same variables).
+STOP_TIMEOUT_S = float(os.environ.get("STOP_TIMEOUT", "8"))
+DRAIN_QUIET_S = float(os.environ.get("DRAIN_QUIET", "1"))
 
 
 def torchserve_bin() -> str:
@@ -146,10 +157,13 @@ class TorchServeProcess:
 
     (The container's entrypoint, docker/entrypoint.py, runs its own with the helpers of this module.)
 
-    ``overrides`` replace keys of the base config.properties (ports, model_store, ...).
+    ``overrides`` replace keys of the base config.properties (ports, model_store, ...). With ``proxy``, HAProxy
+    takes the inference addresses (``props`` and ``inference_url`` stay the public ones) and ``stop`` drains first.
     """
 
-    def __init__(self, base_config: Path, workdir: Path, overrides: dict[str, str], model: str = "classifier"):
+    def __init__(
+        self, base_config: Path, workdir: Path, overrides: dict[str, str], model: str = "classifier", proxy: bool = False
+    ):
         self.workdir, self.model = workdir.resolve(), model  # TorchServe runs inside it: paths must not be relative
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.props = {**read_properties(base_config), **overrides}
@@ -157,9 +171,12 @@ class TorchServeProcess:
         if metrics_config and not Path(metrics_config).is_absolute():  # TorchServe runs in workdir, not beside the config
             self.props["metrics_config"] = str((Path(base_config).parent / metrics_config).resolve())
         self.config_path = self.workdir / "config.properties"
-        write_properties(self.config_path, self.props)
+        self.proxy = Proxy(self.workdir / "proxy") if proxy else None
+        served = self.proxy.configure(self.props, STOP_TIMEOUT_S, DRAIN_QUIET_S) if self.proxy else self.props
+        write_properties(self.config_path, served)
         self.log_dir = self.workdir / "logs"
         self.proc: subprocess.Popen | None = None
+        self.drain_report = ""
 
     @property
     def inference_url(self) -> str:
@@ -187,6 +204,8 @@ class TorchServeProcess:
                 start_new_session=True,
             )
         try:
+            if self.proxy:
+                self.proxy.start()
             wait_ready(self.management_url, self.model, timeout, alive=lambda: self.proc.poll() is None, log_dir=self.log_dir)
         except Exception:
             self.stop()
@@ -194,7 +213,10 @@ class TorchServeProcess:
         return self
 
     def stop(self, timeout: float = 30) -> None:
-        """SIGTERM the whole process group (frontend and workers), SIGKILL what is left after ``timeout``."""
+        """Drain through the proxy if there is one, then SIGTERM the whole process group (frontend and workers),
+        SIGKILL what is left after ``timeout``."""
+        if self.proxy and self.proxy.alive():
+            self.drain_report = drain(self.proxy, STOP_TIMEOUT_S, DRAIN_QUIET_S)
         if self.proc is None:
             return
         for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 10)):
@@ -230,8 +252,13 @@ def group_alive(pgid: int) -> bool:
         return False
 
 
+def proxy_dir() -> Path:
+    """`make serve`'s proxy run folder, beside TorchServe's pid file in TMPDIR."""
+    return Path(tempfile.gettempdir()) / "classifier-proxy"
+
+
 def start(config: Path, model: str, timeout: float) -> None:
-    """`make serve`: TorchServe in the background (its own pid file), then wait for READY."""
+    """`make serve`: TorchServe in the background (its own pid file) behind HAProxy, then wait for READY."""
     props = read_properties(config)
     mgmt = management_url(props)
     if model_workers(mgmt, model):
@@ -241,14 +268,21 @@ def start(config: Path, model: str, timeout: float) -> None:
     archive = re.sub(r"^.*=", "", props.get("load_models", f"{model}.mar"))
     if not (store / archive).exists():
         raise SystemExit(f"error: {store / archive} does not exist; run `make archive` first")
+    try:
+        haproxy_bin()
+    except FileNotFoundError as exc:
+        raise SystemExit(f"error: {exc}") from None
     log_dir = Path(os.environ.get("LOG_LOCATION", REPO / "logs"))
     offset = log_size(log_dir)
     env = {**os.environ, "LOG_LOCATION": str(log_dir), "METRICS_LOCATION": str(log_dir)}
     log_dir.mkdir(exist_ok=True)
+    proxy = Proxy(proxy_dir())
+    served = proxy.run_dir / "torchserve.properties"
+    write_properties(served, proxy.configure(props, STOP_TIMEOUT_S, DRAIN_QUIET_S))
     # The daemon must not inherit our stdout/stderr: a caller piping `make serve` would wait for it forever.
     with open(log_dir / "torchserve.out", "ab") as out:
         subprocess.run(
-            [torchserve_bin(), "--start", "--ncs", "--ts-config", str(config), "--model-store", str(store)],
+            [torchserve_bin(), "--start", "--ncs", "--ts-config", str(served), "--model-store", str(store)],
             cwd=REPO,
             env=env,
             check=True,
@@ -257,27 +291,55 @@ def start(config: Path, model: str, timeout: float) -> None:
             stdin=subprocess.DEVNULL,
         )
     try:
+        proxy.start(daemon=True)
         workers = wait_ready(mgmt, model, timeout, log_dir=log_dir, log_offset=offset)
     except RuntimeError as exc:
-        subprocess.run([torchserve_bin(), "--stop"], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        stop(0, 0)
         raise SystemExit(f"error: {exc}") from None
-    print(f"{model} is READY ({len(workers)} worker(s)); logs in {log_dir}")
+    print(f"{model} is READY ({len(workers)} worker(s)) at {inference_url(props)}; logs in {log_dir}")
 
 
-def stop() -> None:
+def ready(config: Path, model: str) -> int:
+    """Exit 0 while ``model`` has a READY worker and no stop has begun (a load balancer's readiness check)."""
+    if Proxy(proxy_dir()).draining():
+        print("not ready: draining (a stop has begun)", file=sys.stderr)
+        return 1
+    states = [w.get("status") for w in model_workers(management_url(read_properties(config)), model)]
+    if "READY" not in states:
+        print(f"not ready: {model} workers {states or 'not registered'}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def stop(stop_timeout: float = STOP_TIMEOUT_S, quiet: float = DRAIN_QUIET_S) -> None:
+    """`make stop`: drain through the proxy, then stop TorchServe, which no client reaches any more."""
+    proxy = Proxy(proxy_dir())
+    if proxy.alive():
+        print(drain(proxy, stop_timeout, quiet))
     subprocess.run([torchserve_bin(), "--stop"], cwd=REPO, check=False)
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Start or stop TorchServe for this project.")
-    parser.add_argument("action", choices=["start", "stop"])
+    parser = argparse.ArgumentParser(description="Start, check or stop TorchServe for this project.")
+    parser.add_argument("action", choices=["start", "ready", "stop"])
     parser.add_argument(
         "--config", type=Path, default=REPO / "config.properties", help="TorchServe config (default: config.properties)"
     )
     parser.add_argument("--model", default="classifier", help="model to wait for (default: classifier)")
     parser.add_argument("--timeout", type=float, default=300, help="seconds to wait for READY (default: 300)")
+    parser.add_argument(
+        "--stop-timeout", type=float, default=STOP_TIMEOUT_S, help="bound of a stop, drain included (default: STOP_TIMEOUT or 8)"
+    )
+    parser.add_argument(
+        "--quiet", type=float, default=DRAIN_QUIET_S, help="seconds without a request that end a drain (default: DRAIN_QUIET, 1)"
+    )
     args = parser.parse_args(argv)
-    start(args.config, args.model, args.timeout) if args.action == "start" else stop()
+    if args.action == "start":
+        start(args.config, args.model, args.timeout)
+    elif args.action == "ready":
+        sys.exit(ready(args.config, args.model))
+    else:
+        stop(args.stop_timeout, args.quiet)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ import pytest
 import requests
 from PIL import Image
 
+from serving.drain import RETRY_AFTER_S
 from serving.launcher import TorchServeProcess, model_workers
 from tests.conftest import REPO, encode, random_image
 from tests.integration.conftest import server_overrides
@@ -121,16 +122,20 @@ def test_body_over_handler_limit_is_413_and_over_frontend_limit_is_cut(server):
 
 @pytest.fixture(scope="module")
 def fragile_server(model_store, tmp_path_factory):
-    """A server of our own with a small job queue, so overload and worker kills never disturb other tests."""
+    """A server of our own with a small job queue, so overload and worker kills never disturb other tests; behind
+    the proxy that `make serve` and the image put in front of TorchServe (serving/drain.py), as users reach it."""
     overrides = {**server_overrides(model_store), "job_queue_size": "4"}
-    with TorchServeProcess(REPO / "config.properties", tmp_path_factory.mktemp("fragile"), overrides) as ts:
+    with TorchServeProcess(REPO / "config.properties", tmp_path_factory.mktemp("fragile"), overrides, proxy=True) as ts:
         yield ts
 
 
-def timed_post(server, body: bytes) -> tuple[int, float]:
+def timed_post(server, body: bytes, answers: list | None = None) -> tuple[int, float]:
     start = time.perf_counter()
     try:
-        status = predict(server, body).status_code
+        resp = predict(server, body)
+        status = resp.status_code
+        if answers is not None and status != 200:
+            answers.append(resp)
     except requests.RequestException:
         status = -1
     return status, time.perf_counter() - start
@@ -139,27 +144,31 @@ def timed_post(server, body: bytes) -> tuple[int, float]:
 def test_full_queue_answers_503_fast_and_latency_recovers(fragile_server):
     body = encode(random_image(200, 200, seed=5), "PNG")
     baseline = sorted(timed_post(fragile_server, body)[1] for _ in range(5))[2]
+    refusals: list[requests.Response] = []
     with ThreadPoolExecutor(48) as pool:
-        results = list(pool.map(lambda _: timed_post(fragile_server, body), range(96)))
+        results = list(pool.map(lambda _: timed_post(fragile_server, body, refusals), range(96)))
     statuses = [s for s, _ in results]
     assert set(statuses) <= {200, 503}, statuses
     rejected = [t for s, t in results if s == 503]
     assert len(rejected) > 0, "a burst of 96 against a queue of 4 must overflow"
+    # TorchServe cannot set a header on its own 503; the proxy says when to retry (serving.drain.RETRY_AFTER_S).
+    assert {r.headers.get("Retry-After") for r in refusals} == {str(RETRY_AFTER_S)}
     assert statuses.count(200) >= 4
     assert max(rejected) < 2.0, f"503s must come at once, slowest took {max(rejected):.2f} s"
     after = sorted(timed_post(fragile_server, body)[1] for _ in range(5))[2]
     assert after < 3 * baseline + 0.2, f"median latency {after:.3f} s after the burst vs {baseline:.3f} s before"
 
 
-def test_killed_worker_is_restarted_and_only_in_flight_requests_fail(fragile_server):
+def test_killed_worker_is_restarted_and_only_in_flight_requests_fail_with_503_and_retry_after(fragile_server):
+    """The batch the worker held fails; what was queued waits for the new worker (docs/operations.md measures it)."""
     body = encode(random_image(200, 200, seed=6), "PNG")
     [worker] = model_workers(fragile_server.management_url, "classifier")
-    clients, results, stop = 3, [], threading.Event()
+    clients, results, failed, stop = 3, [], [], threading.Event()
 
     def client() -> None:
         deadline = time.monotonic() + 120  # bounded even if something hangs
         while not stop.is_set() and time.monotonic() < deadline:
-            results.append((time.monotonic(), timed_post(fragile_server, body)[0]))
+            results.append((time.monotonic(), timed_post(fragile_server, body, failed)[0]))
 
     threads = [threading.Thread(target=client) for _ in range(clients)]
     for t in threads:
@@ -185,6 +194,10 @@ def test_killed_worker_is_restarted_and_only_in_flight_requests_fail(fragile_ser
             t.join(timeout=70)
     failures = [s for _, s in results if s != 200]
     assert len(failures) <= clients, f"only requests in flight at the kill may fail; got {failures}"
+    # TorchServe answers them 507 "Worker died." (the worker was SIGKILLed); the proxy turns that into a 503 that
+    # says when to retry, since the retry waits in the queue for the restarted worker.
+    assert all(r.status_code == 503 and r.headers.get("Retry-After") == str(RETRY_AFTER_S) for r in failed), failed
+    assert all("worker died" in r.json()["message"] for r in failed), [r.text for r in failed]
     assert all(s == 200 for ts, s in results if ts > killed_at + 30)
     assert not psutil.pid_exists(int(worker["pid"])) or psutil.Process(int(worker["pid"])).status() == psutil.STATUS_ZOMBIE
 

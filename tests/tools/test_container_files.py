@@ -122,17 +122,25 @@ def test_final_stage_runs_as_non_root_with_readiness_healthcheck_and_ports(docke
 
 def test_entrypoint_checks_readiness_on_the_management_api_and_liveness_on_ping():
     text = (REPO / "docker" / "entrypoint.py").read_text()
-    assert 'CHECKS = {"ready": ready, "healthcheck": ready, "live": live}' in text
+    assert 'CHECKS = {"ready": ready, "healthcheck": ready, "live": live, "drain": drain_hook}' in text
     assert '"READY" not in states' in text and 'f"{url}/ping"' in text
 
 
-def test_launcher_stays_stdlib_only():
-    """The image holds serving/launcher.py without the project's dependencies: the entrypoint imports it."""
-    tree = ast.parse((REPO / "serving" / "launcher.py").read_text())
-    imported = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
-    imported |= {node.module.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
-    assert imported - sys.stdlib_module_names == set()
-    assert "COPY serving/__init__.py serving/launcher.py /home/model-server/serving/" in (REPO / "Dockerfile").read_text()
+@pytest.mark.parametrize("module", ["launcher", "drain"])
+def test_what_the_entrypoint_imports_stays_stdlib_only(module):
+    """The image holds serving/launcher.py and serving/drain.py without the project's dependencies."""
+    tree = ast.parse((REPO / "serving" / f"{module}.py").read_text())
+    imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    imported |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
+    outside = {name for name in imported if name.split(".")[0] not in sys.stdlib_module_names}
+    assert outside <= {"serving.launcher", "serving.drain"}  # the two import each other, and nothing else
+    copied = "COPY serving/__init__.py serving/launcher.py serving/drain.py /home/model-server/serving/"
+    assert copied in (REPO / "Dockerfile").read_text()
+
+
+def test_both_images_install_haproxy(dockerfile):
+    for stage in ("cpu-base", "gpu-base"):
+        assert "haproxy" in last(dockerfile[stage], "RUN").split()
 
 
 def test_torch_requirements_are_a_build_arg_defaulting_to_cpu_wheels_and_the_pinned_versions(dockerfile):

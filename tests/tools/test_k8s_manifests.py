@@ -22,13 +22,14 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from serving.drain import quiet_budget
 from serving.launcher import read_properties
 from tests.conftest import REPO, make_dry_run, run_make
 
 K8S = REPO / "deploy" / "k8s"
 KSERVE = REPO / "deploy" / "kserve"
 OVERLAYS = ("cpu", "gpu")
-# The oldest Kubernetes we support (preStop `sleep` is on by default from 1.30) and the newest schemas
+# The oldest Kubernetes we support and the newest schemas
 # that the pinned kubernetes-validate ships.
 KUBERNETES_VERSIONS = ("1.31.0", "1.37.0")
 # Every checkov waiver, with the manifest that explains it (checkov.io/skipN annotations).
@@ -278,8 +279,12 @@ def test_probe_timing_leaves_room_for_the_model_load_and_a_clean_stop(rendered, 
     startup = c["startupProbe"]
     assert startup["periodSeconds"] * startup["failureThreshold"] >= 300  # minutes, not seconds, to load a model
     stop = float(env_of(c).get("STOP_TIMEOUT", entrypoint_default("STOP_TIMEOUT")))
-    pre_stop = c["lifecycle"]["preStop"]["sleep"]["seconds"]
-    assert pod["terminationGracePeriodSeconds"] > pre_stop + stop
+    quiet = float(env_of(c).get("DRAIN_QUIET", entrypoint_default("DRAIN_QUIET")))
+    # preStop waits for quiet (the entrypoint's drain), bounded by what STOP_TIMEOUT leaves it; SIGTERM's stop
+    # then takes at most STOP_TIMEOUT; a second for each hook's Python to start.
+    assert c["lifecycle"]["preStop"]["exec"]["command"] == [*PROBE, "drain"]
+    assert 0 < quiet < quiet_budget(stop), "the quiet period must fit in the drain's budget"
+    assert pod["terminationGracePeriodSeconds"] >= quiet_budget(stop) + stop + 2
 
 
 # ---------------------------------------------------------------- sizing, scaling, images

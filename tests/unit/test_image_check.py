@@ -148,3 +148,9 @@ def test_process_listing_snippet_runs():
     out = subprocess.run([sys.executable, "-c", image_check.PS], capture_output=True, text=True, timeout=30, check=True)
     listed = json.loads(out.stdout)
     assert listed and all({"pid", "uid", "cmd"} <= p.keys() for p in listed)
+
+
+def test_the_drain_cell_counts_what_is_neither_answered_nor_refused_as_lost():
+    cell = image_check.drain_summary({"answered": 90, "refused": 8, "reset": 1, "5xx": 2}, {"answered": 30, "refused": 8})
+    assert cell == "90 answered (30 after the stop began), 8 refused, 3 lost"
+    assert image_check.drain_summary({"answered": 5, "refused": 8}, {}).endswith(", 0 lost")
