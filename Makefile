@@ -1,11 +1,17 @@
 # Every target the README names. Each depends on `install`, so a fresh clone needs no manual step.
-.PHONY: install install-proxy lock lock-check lint format coverage-report stubs train prepare archive serve stop rollout rollback test test-fast soak clean help FORCE image image-gpu run-image image-check image-check-gpu k8s-play container-tools loadtest bench k8s-tools kserve-layout predict cli-bench native cpp cpp-report \
+.PHONY: tune mlflow-ui repro install install-proxy lock lock-check lint format coverage-report stubs train prepare archive serve stop rollout rollback test test-fast soak clean help FORCE image image-gpu run-image image-check image-check-gpu k8s-play container-tools loadtest bench k8s-tools kserve-layout predict cli-bench native cpp cpp-report \
 	install-monitoring monitor drift-stream
 
 VENV      := .venv
 PY        := $(VENV)/bin/python
 STAMP     := $(VENV)/.installed
 MODEL_DIR ?= build/model
+# MODEL_VERSION=<n>: the model registry's version n (docs/lifecycle.md), fetched into its own folder, instead of the
+# model that training last wrote into build/model.
+MODEL_VERSION ?=
+ifneq ($(MODEL_VERSION),)
+MODEL_DIR := build/registry/$(MODEL_VERSION)
+endif
 MODEL_STORE ?= model_store
 MODEL_CONFIG ?= model-config.yaml
 MAR       := $(MODEL_STORE)/classifier.mar
@@ -28,13 +34,20 @@ DATA_ARG  := $(if $(DATA),--data $(DATA))
 CHECKOV_VENV := .venv-checkov
 CHECKOV   := $(CHECKOV_VENV)/bin/checkov
 KSERVE_DIR ?= build/kserve
+# DVC (dvc.yaml, make repro) likewise gets a venv of its own.
+DVC_VENV  := .venv-dvc
+DVC       := $(DVC_VENV)/bin/dvc
+MLFLOW_PORT ?= 5000
+TRIALS    ?= 20
 
 help:
 	@echo "make serve   install, train the default model if none exists, archive, start TorchServe, wait until READY"
 	@echo "make test    install and run the whole test suite"
 	@echo "make train   (re)train: DATA=DIR, TRAIN_ARGS='--epochs N ...'; metrics and plots go to runs/<timestamp>/"
 	@echo "make prepare SRC=DIR DST=DIR   split a folder of class subfolders into DST/train and DST/val"
-	@echo "make archive [VERSION=v] / make clean"
+	@echo "make archive [MODEL_VERSION=n] [VERSION=v] / make clean   (n: a registry version; default build/model)"
+	@echo "make tune TRIALS=N   Optuna over configs/search-space.yaml; best flags to configs/tuned.yaml"
+	@echo "make mlflow-ui       MLflow's UI over runs/mlflow.db on 127.0.0.1:$(MLFLOW_PORT); make repro: dvc repro"
 	@echo "make stop    drain (readiness false, answer until quiet, refuse new connections), then stop TorchServe"
 	@echo "make rollout MAR=FILE / make rollback   serve another version on make serve, and back, with no failed request"
 	@echo "make image / make image-gpu / make run-image [GPU=1]   container images, docker or podman (ENGINE=)"
@@ -101,12 +114,37 @@ $(STUBS): $(PROTO) | $(STAMP)
 	@touch serving/_generated/__init__.py
 
 # ---------------------------------------------------------------- model
-# `make serve` trains only when no model exists; `make train` always trains.
+# `make serve` trains only when no model exists; `make train` always trains. With MODEL_VERSION, the model comes
+# from the registry instead (training/registry.py: an unknown version is an error that lists the known ones).
+ifeq ($(MODEL_VERSION),)
 $(MODEL_DIR)/model.pt2: | $(STAMP)
 	$(PY) -m training.train --output-dir $(MODEL_DIR) $(DATA_ARG) $(TRAIN_ARGS)
+else
+$(MODEL_DIR)/model.pt2: | $(STAMP)
+	$(PY) -m training.registry fetch --version $(MODEL_VERSION) --output-dir $(MODEL_DIR)
+endif
 
 train: $(STAMP)
 	$(PY) -m training.train --output-dir $(MODEL_DIR) $(DATA_ARG) $(TRAIN_ARGS)
+
+# Optuna over the space in TUNE_SPACE: each trial an MLflow child run, pruned on its epochs' validation accuracy,
+# the study kept in runs/optuna.db (a second make tune resumes it); the best flags go to configs/tuned.yaml.
+TUNE_SPACE ?= configs/search-space.yaml
+tune: $(STAMP)
+	$(PY) -m training.tune --space $(TUNE_SPACE) --trials $(TRIALS) --output configs/tuned.yaml $(TUNE_ARGS)
+
+# The tracking UI over the local store (runs/mlflow.db), on loopback only.
+mlflow-ui: $(STAMP)
+	$(PY) -m mlflow ui --backend-store-uri sqlite:///runs/mlflow.db --host 127.0.0.1 --port $(MLFLOW_PORT)
+
+# dvc.yaml's pipeline (data fingerprint -> train -> export -> archive): reruns only the stages whose inputs changed.
+repro: $(STAMP) $(DVC)
+	$(DVC) repro
+
+$(DVC): training/requirements-dvc.lock tools/locks.py
+	$(VENV_PYTHON) tools/locks.py install --venv $(DVC_VENV) --python $(VENV_PYTHON) \
+	  --lock training/requirements-dvc.lock --requirements training/requirements-dvc.txt
+	@touch $@
 
 # Split a flat folder of class subfolders into DST/train and DST/val (hardlinks; copies across filesystems).
 prepare: $(STAMP)

@@ -23,6 +23,7 @@ import io
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +31,9 @@ import pytest
 from PIL import Image
 
 REPO = Path(__file__).resolve().parent.parent
+# Every training a test starts tracks to a store of the session's own, never to the checkout's runs/mlflow.db
+# (nor to a team server that MLFLOW_TRACKING_URI might name in the caller's shell).
+os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tempfile.mkdtemp(prefix='mlflow-tests-')}/mlflow.db"
 
 
 TOOL_FOLDERS = ("tools", "cpp")
@@ -70,6 +74,8 @@ def tiny_model_dir(tmp_path_factory) -> Path:
             str(out),
             "--run-dir",
             str(tmp_path_factory.mktemp("tiny_run")),
+            # Untracked: its version stays the content hash that the archive and rollout tests expect.
+            "--no-track",
         ],
         cwd=REPO,
         check=True,

@@ -52,6 +52,8 @@ LOCKS = (
     Lock("requirements.txt", "requirements.lock"),
     # checkov pins dependencies that clash with ours: its own venv, .venv-checkov.
     Lock("deploy/requirements-checkov.txt", "deploy/requirements-checkov.lock"),
+    # DVC (the pipeline in dvc.yaml) likewise: .venv-dvc.
+    Lock("training/requirements-dvc.txt", "training/requirements-dvc.lock"),
     # The images: what the serving tail installs, and the PyPI (CUDA) build of torch for the GPU flavour.
     Lock("docker/requirements-serve.txt", "docker/requirements-serve.lock", constraint="requirements.lock"),
     Lock("docker/torch-pypi.txt", "docker/torch-pypi.lock", constraint="requirements.lock"),

@@ -27,7 +27,8 @@ def main(argv: list[str] | None = None) -> dict:
     path = args.model_dir / "metadata.json"
     metadata = json.loads(path.read_text())
     train_args = argparse.Namespace(**metadata["training"]["args"])
-    classes, _, val_ds, _ = load_data(train_args, PreprocessConfig.from_dict(metadata["preprocessing"]))
+    data = load_data(train_args, PreprocessConfig.from_dict(metadata["preprocessing"]))
+    classes, val_ds = data.classes, data.val
     if classes != metadata["classes"]:
         raise SystemExit(f"error: the data's classes {classes} are not the model's {metadata['classes']}")
     backend = load_backend("eager", args.model_dir, torch.device("cpu"), torch.get_num_threads())

@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -33,7 +34,7 @@ import torch
 from PIL import Image
 
 from classifier.transforms import PreprocessConfig, zoom_crop_pad
-from training import synthetic
+from training import lineage, registry, synthetic
 from training.datasets import IMAGE_SUFFIXES, load_image_file, training_items
 
 INPUT, OUTPUTS = "input", ["logits", "embedding"]
@@ -75,7 +76,13 @@ def calibration_images(metadata: dict, count: int, extra_dir: Path | None = None
         )
         images = [img for img, _ in synthetic.generate(max(1, count // len(synthetic.CLASSES)), seed=0)]
         return images, "built-in synthetic textures (fallback: weights-only export, no training data)"
-    _, items, _, description = training_items(metadata["training"]["args"])
+    train_args = metadata["training"]["args"]
+    classes, items, val_items, description = training_items(train_args)
+    # Calibrating on other data than the model saw would change the int8 model silently: refuse it.
+    root = Path(train_args["data"]) if train_args.get("data") else None
+    lineage.check_unchanged(
+        metadata.get("data_fingerprint"), lineage.fingerprint(classes, items, val_items, root), "to calibrate int8 on"
+    )
     chosen = balanced_sample(items, count, random.Random(0))
     images = [src if isinstance(src, Image.Image) else load_image_file(src, config) for src, _ in chosen]
     return images, f"training set, class-balanced: {description}"
@@ -147,10 +154,22 @@ def main(argv: list[str] | None = None) -> None:
         default=None,
         help="folder of images to calibrate int8 on instead of the training set (needed for weights-only exports)",
     )
+    parser.add_argument(
+        "--into",
+        type=Path,
+        default=None,
+        help="copy the model folder here and export there, leaving --model-dir as training wrote it (dvc.yaml's "
+        "stages each own their outputs) (default: export in place)",
+    )
     parser.add_argument("--skip-int8", action="store_true", help="only write the fp32 model.onnx (default: write both)")
     args = parser.parse_args(argv)
     if not (args.model_dir / "model.pt2").exists():
         raise SystemExit(f"error: {args.model_dir / 'model.pt2'} does not exist; train first (make train)")
+    if args.into is not None:
+        if args.into.exists():
+            shutil.rmtree(args.into)
+        shutil.copytree(args.model_dir, args.into)
+        args.model_dir = args.into
     fp32 = export_fp32(args.model_dir)
     print(f"wrote {fp32}")
     if not args.skip_int8:
@@ -162,6 +181,7 @@ def main(argv: list[str] | None = None) -> None:
         metadata["int8_calibration"] = {"images": len(images), "source": source}
         meta_path.write_text(json.dumps(metadata, indent=2))
         print(f"wrote {int8} (calibrated on {len(images)} images from the {source})")
+        registry.attach(args.model_dir, metadata)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ import shutil
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import NamedTuple
@@ -39,7 +40,7 @@ from classifier import drift
 from classifier.backends import cpu_flags, has_bf16
 from classifier.model import ARCHITECTURES, ResNetWithEmbedding, build_backbone
 from classifier.transforms import PreprocessConfig
-from training import report
+from training import lineage, report, tracking
 from training.datasets import Augment, PreprocessedImages, training_items
 
 OPTIMIZERS = ("adamw", "sgd")
@@ -120,19 +121,22 @@ class Data(NamedTuple):
     train: Dataset | None  # None only for a weights-only export (see load_data_and_model)
     val: Dataset | None
     description: str | None  # what the data is, as metadata.json records it
+    fingerprint: dict | None = None  # which data exactly: training.lineage.fingerprint of both splits
 
 
 def load_data(args, config: PreprocessConfig) -> Data:
-    """Classes, the train and val sets through the serving preprocessing, and what the data is."""
+    """Classes, the train and val sets through the serving preprocessing, what the data is and its fingerprint."""
     classes, train_items, val_items, description = training_items(vars(args))
     if not val_items:
         raise SystemExit("error: the validation set is empty; raise --val-fraction or add images")
+    fingerprint = lineage.fingerprint(classes, train_items, val_items, Path(args.data) if args.data else None)
     augment = Augment(hflip=args.hflip, rotate=args.rotate, color_jitter=args.color_jitter, noise=args.noise)
     return Data(
         classes,
         PreprocessedImages(train_items, config, train=True, augment=augment, seed=args.seed),
         PreprocessedImages(val_items, config, train=False, seed=args.seed),
         description,
+        fingerprint,
     )
 
 
@@ -342,7 +346,12 @@ def print_epoch(record: dict) -> None:
     )
 
 
-def fit(args, model: ResNetWithEmbedding, data: Data, amp: bool, run_dir: Path, resume: dict | None) -> Progress:
+EpochHook = Callable[[dict], None]  # called with each epoch's record: tracking logs it, tuning may prune on it
+
+
+def fit(
+    args, model: ResNetWithEmbedding, data: Data, amp: bool, run_dir: Path, resume: dict | None, hooks: list[EpochHook]
+) -> Progress:
     """Train from epoch 1, or on from ``resume``, to --epochs; both checkpoints are written after every epoch."""
     if resume is None:
         progress, first_epoch = Progress(history=[], best={"epoch": None, "val_accuracy": None, "val_loss": None}), 1
@@ -385,6 +394,8 @@ def fit(args, model: ResNetWithEmbedding, data: Data, amp: bool, run_dir: Path, 
         }
         resumable = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "steps": epoch * steps_per_epoch}
         save_checkpoints(run_dir, checkpoint, resumable)
+        for hook in hooks:
+            hook(record)
         if args.patience and progress.stale >= args.patience:
             print(f"early stop: validation loss has not dropped for {progress.stale} epochs (--patience {args.patience})")
             return progress._replace(stopped_early=True)
@@ -444,12 +455,14 @@ def build_metadata(args, model, config: PreprocessConfig, data: Data, amp: bool,
         "outputs": ["logits", "embedding"],
         "embedding_dim": model.backbone.fc.in_features,
         "preprocessing": config.to_dict(),
+        "data_fingerprint": data.fingerprint,
         "drift_reference": drift_reference(model.eval(), data.val, len(data.classes), args.batch_size * 2)
         if data.val is not None
         else None,
         "training": {
             "args": vars(args),
             "data": data.description,
+            "data_fingerprint": data.fingerprint,
             "bf16_autocast": amp,
             "run_dir": str(run_dir),
             "best": metrics["best"],
@@ -477,12 +490,27 @@ def export(model: ResNetWithEmbedding, out_dir: Path, classes: list[str], config
 # ----------------------------------------------------------------------------- main
 
 
-def main(args) -> dict:
-    """One run: data and model, fit, the best epoch's weights back into the model, metrics and plots, the export.
+def main(args, on_epoch: EpochHook | None = None, register: bool = True) -> dict:
+    """One run: data and model, fit, the best epoch's weights back into the model, metrics and plots, the export,
+    and (unless --no-track) its MLflow run and registry version.
 
     Returns metadata.json's content, which holds the run's final metrics and where its files are (under "training").
     """
     started = time.perf_counter()
+    # First: an unreachable tracking server stops the run before it reads any data.
+    tracker = None if args.no_track else tracking.Tracker()
+    try:
+        metadata = train_and_export(args, started, tracker, on_epoch, register)
+    except BaseException:
+        if tracker is not None:
+            tracker.end(ok=False)
+        raise
+    if tracker is not None:
+        tracker.end(ok=True)
+    return metadata
+
+
+def train_and_export(args, started: float, tracker: tracking.Tracker | None, on_epoch: EpochHook | None, register: bool) -> dict:
     torch.manual_seed(args.seed)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -493,14 +521,24 @@ def main(args) -> dict:
 
     data, model = load_data_and_model(args, config)
     start_run(args, run_dir, data.classes, amp)
-    progress = fit(args, model, data, amp, run_dir, resume)
+    hooks = [h for h in (tracker and tracker.epoch, on_epoch) if h is not None]
+    if tracker is not None:
+        tracker.start(vars(args), data.fingerprint, data.description)
+    progress = fit(args, model, data, amp, run_dir, resume, hooks)
     if progress.best["epoch"] is not None:
         model.load_state_dict(load_checkpoint(run_dir / BEST_CHECKPOINT)["model"])  # export exactly the best checkpoint
 
     metrics = run_metrics(data.classes, progress, seconds=time.perf_counter() - started)
     write_report(run_dir, metrics)
     metadata = build_metadata(args, model, config, data, amp, run_dir, metrics)
+    if tracker is not None:
+        tracker.finish(metrics, run_dir)
+    if tracker is not None and register:
+        version = tracker.register(Path(args.output_dir), metadata)
+        print(f"registered as version {version} of model {tracking.REGISTERED_MODEL} (run {tracker.run_id}, {tracker.uri})")
     export(model, Path(args.output_dir), data.classes, config, metadata)
+    if tracker is not None and register:
+        tracker.log_export(Path(args.output_dir))
     best = progress.best
     if best["val_accuracy"] is not None:
         print(f"validation accuracy {best['val_accuracy']:.4f} (best epoch {best['epoch']} of {len(progress.history)} run)")
@@ -613,6 +651,11 @@ def get_args_parser() -> argparse.ArgumentParser:
         default=None,
         help="folder for args, metrics, plots and checkpoints (default: runs/<timestamp>, "
         "or the checkpoint's folder with --resume)",
+    )
+    g.add_argument(
+        "--no-track",
+        action="store_true",
+        help="no MLflow run and no registry version (default: track to $MLFLOW_TRACKING_URI, else runs/mlflow.db)",
     )
     g.add_argument("--seed", type=int, default=0, help="seed for data generation, splits, crops and init (default: 0)")
     g.add_argument("--output-dir", default="build/model", help="export folder that `make archive` packs (default: build/model)")
