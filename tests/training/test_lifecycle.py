@@ -37,7 +37,7 @@ def mlflow_server(tmp_path_factory):
     proc = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
          "--backend-store-uri", f"sqlite:///{root}/mlflow.db", "--artifacts-destination", str(root / "artifacts")],
-        stdout=subprocess.DEVNULL, stderr=open(root / "server.log", "w"), start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=(root / "server.log").open("w"), start_new_session=True,
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
@@ -131,7 +131,8 @@ def test_tuning_runs_child_trials_prunes_and_writes_a_config_training_takes(mlfl
     # Two learning rates, one of which cannot learn in two epochs: the median pruner stops a trial that uses it
     # after the first (unpruned) trial has set the baseline.
     space.write_text(
-        "fixed: {arch: tiny, epochs: 2, synthetic-per-class: 16, synthetic-val-per-class: 8, batch-size: 16, threads: 1, amp: false}\n"
+        "fixed: {arch: tiny, epochs: 2, synthetic-per-class: 16, synthetic-val-per-class: 8, batch-size: 16,"
+        " threads: 1, amp: false}\n"
         "search:\n  lr: {choices: [0.003, 1.0e-9]}\n"
     )
     storage = f"sqlite:///{tmp_path}/optuna.db"
