@@ -79,10 +79,8 @@ def calibration_images(metadata: dict, count: int, extra_dir: Path | None = None
     train_args = metadata["training"]["args"]
     classes, items, val_items, description = training_items(train_args)
     # Calibrating on other data than the model saw would change the int8 model silently: refuse it.
-    root = Path(train_args["data"]) if train_args.get("data") else None
-    lineage.check_unchanged(
-        metadata.get("data_fingerprint"), lineage.fingerprint(classes, items, val_items, root), "to calibrate int8 on"
-    )
+    current = lineage.fingerprint(classes, items, val_items, train_args.get("data"))
+    lineage.check_unchanged(metadata.get("data_fingerprint"), current, "to calibrate int8 on")
     chosen = balanced_sample(items, count, random.Random(0))
     images = [src if isinstance(src, Image.Image) else load_image_file(src, config) for src, _ in chosen]
     return images, f"training set, class-balanced: {description}"

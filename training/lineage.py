@@ -31,8 +31,12 @@ def _item_bytes(item: Any, root: Path | None) -> list[bytes]:
     raise TypeError(f"cannot fingerprint a dataset item of type {type(item).__name__}")
 
 
-def fingerprint(classes: Sequence[str], train: Sequence[Item], val: Sequence[Item], root: Path | None = None) -> dict:
-    """``{"sha256", "items", "class_counts": {"train": {...}, "val": {...}}}`` of the two splits, in their order."""
+def fingerprint(classes: Sequence[str], train: Sequence[Item], val: Sequence[Item], data: str | None = None) -> dict:
+    """``{"sha256", "items", "class_counts": {"train": {...}, "val": {...}}}`` of the two splits, in their order.
+
+    ``data`` is training's --data flag: file names are hashed relative to that folder.
+    """
+    root = Path(data) if data else None
     digest = hashlib.sha256()
     digest.update("\0".join(classes).encode())
     for split, items in (("train", train), ("val", val)):
@@ -80,7 +84,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     flags = train.parse_args(["--config", str(args.config)])
     classes, items, val, description = training_items(vars(flags))
-    result = {"data": description, **fingerprint(classes, items, val, Path(flags.data) if flags.data else None)}
+    result = {"data": description, **fingerprint(classes, items, val, flags.data)}
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(result, indent=2) + "\n")
     print(f"{description}: {result['items']} items, sha256 {result['sha256'][:12]} -> {args.output}")

@@ -33,23 +33,23 @@ def _client():
     return mlflow, mlflow.MlflowClient()
 
 
-def versions() -> list[str]:
+def versions(client=None) -> list[str]:
     """The registered versions of ``classifier``, oldest first (empty when nothing was registered yet)."""
-    mlflow, client = _client()
+    client = client or _client()[1]
     found = client.search_model_versions(f"name='{tracking.REGISTERED_MODEL}'")
     return sorted((v.version for v in found), key=int)
 
 
 def fetch(version: str, output_dir: Path) -> Path:
     """Download ``version`` into ``output_dir`` (replaced whole, so no file of another version stays behind)."""
-    known = versions()
+    mlflow, client = _client()
+    known = versions(client)
     if version not in known:
         listed = ", ".join(known) if known else "none yet (make train registers one)"
         raise SystemExit(
             f"error: MODEL_VERSION={version} is not a version of {tracking.REGISTERED_MODEL} in {tracking.tracking_uri()}; "
             f"known versions: {listed}"
         )
-    mlflow, client = _client()
     source = client.get_model_version(tracking.REGISTERED_MODEL, version).source
     with tempfile.TemporaryDirectory(dir=output_dir.parent if output_dir.parent.exists() else None) as tmp:
         got = Path(mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=tmp))
@@ -75,7 +75,6 @@ def attach(model_dir: Path, metadata: dict) -> None:
         return
     import mlflow
 
-    os.environ.setdefault("MLFLOW_TRACKING_URI", registry["tracking_uri"])
     mlflow.set_tracking_uri(registry["tracking_uri"])
     client = mlflow.MlflowClient()
     for name in (*EXPORT_FILES, "metadata.json"):

@@ -107,8 +107,8 @@ class Tracker:
         for path in sorted(p for p in run_dir.iterdir() if p.is_file() and p.suffix not in (".pt", ".png")):
             self.mlflow.log_artifact(str(path), "run")
 
-    def register(self, export_dir: Path, metadata: dict) -> str:
-        """A new registry version of ``classifier`` for ``export_dir``; returns its number.
+    def register(self, metadata: dict) -> str:
+        """A new registry version of ``classifier`` for the export ``log_export`` then logs; returns its number.
 
         The version's number is known only once it exists, and metadata.json carries it (the archive and every answer
         report it), so the version is created first with its source, then the files are logged there.

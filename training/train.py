@@ -129,7 +129,7 @@ def load_data(args, config: PreprocessConfig) -> Data:
     classes, train_items, val_items, description = training_items(vars(args))
     if not val_items:
         raise SystemExit("error: the validation set is empty; raise --val-fraction or add images")
-    fingerprint = lineage.fingerprint(classes, train_items, val_items, Path(args.data) if args.data else None)
+    fingerprint = lineage.fingerprint(classes, train_items, val_items, args.data)
     augment = Augment(hflip=args.hflip, rotate=args.rotate, color_jitter=args.color_jitter, noise=args.noise)
     return Data(
         classes,
@@ -462,7 +462,6 @@ def build_metadata(args, model, config: PreprocessConfig, data: Data, amp: bool,
         "training": {
             "args": vars(args),
             "data": data.description,
-            "data_fingerprint": data.fingerprint,
             "bf16_autocast": amp,
             "run_dir": str(run_dir),
             "best": metrics["best"],
@@ -534,7 +533,7 @@ def train_and_export(args, started: float, tracker: tracking.Tracker | None, on_
     if tracker is not None:
         tracker.finish(metrics, run_dir)
     if tracker is not None and register:
-        version = tracker.register(Path(args.output_dir), metadata)
+        version = tracker.register(metadata)
         print(f"registered as version {version} of model {tracking.REGISTERED_MODEL} (run {tracker.run_id}, {tracker.uri})")
     export(model, Path(args.output_dir), data.classes, config, metadata)
     if tracker is not None and register:

@@ -64,16 +64,16 @@ def suggest(trial: optuna.Trial, search: dict[str, dict]) -> dict[str, Any]:
 
 def objective(fixed: dict[str, Any], search: dict[str, dict], work: Path):
     def run(trial: optuna.Trial) -> float:
-        flags = {**fixed, **suggest(trial, search)}
-        args = train.parse_args([])
-        for name, value in flags.items():
-            setattr(args, name, value)
+        # The trial's flags as a train --config file, parsed by training's own parser: the same checks of names and
+        # choices, and the same optimizer-dependent defaults, as `make train TRAIN_ARGS="--config ..."` gets.
+        folder = work / f"trial-{trial.number}"
+        folder.mkdir()
+        config = folder / "flags.yaml"
+        config.write_text(yaml.safe_dump({**fixed, **suggest(trial, search)}))
         # A trial's export and run folder are its own: the model in build/model stays the one `make train` made.
-        args.output_dir = str(work / f"trial-{trial.number}" / "model")
-        args.run_dir = str(work / f"trial-{trial.number}" / "run")
-        for name, value in train.OPT_DEFAULTS[args.opt].items():
-            if getattr(args, name) is None:
-                setattr(args, name, value)
+        args = train.parse_args(
+            ["--config", str(config), "--output-dir", str(folder / "model"), "--run-dir", str(folder / "run")]
+        )
 
         def report(record: dict) -> None:
             trial.report(record["val"]["accuracy"], record["epoch"])
