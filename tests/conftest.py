@@ -36,6 +36,14 @@ REPO = Path(__file__).resolve().parent.parent
 os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tempfile.mkdtemp(prefix='mlflow-tests-')}/mlflow.db"
 
 
+@pytest.fixture(autouse=True)
+def _tracking_uri_unchanged():
+    """Fail the test that rewrites MLFLOW_TRACKING_URI (mlflow.set_tracking_uri does): later tests would inherit it."""
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    yield
+    assert os.environ.get("MLFLOW_TRACKING_URI") == before, "this test left MLFLOW_TRACKING_URI changed"
+
+
 TOOL_FOLDERS = ("tools", "cpp")
 
 

@@ -29,8 +29,8 @@ def _client():
 
     uri = tracking.tracking_uri()
     tracking.check_reachable(uri)
-    mlflow.set_tracking_uri(uri)
-    return mlflow, mlflow.MlflowClient()
+    # A client bound to the URI, not mlflow.set_tracking_uri, which would also rewrite os.environ.
+    return mlflow, mlflow.MlflowClient(tracking_uri=uri)
 
 
 def versions(client=None) -> list[str]:
@@ -52,7 +52,7 @@ def fetch(version: str, output_dir: Path) -> Path:
         )
     source = client.get_model_version(tracking.REGISTERED_MODEL, version).source
     with tempfile.TemporaryDirectory(dir=output_dir.parent if output_dir.parent.exists() else None) as tmp:
-        got = Path(mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=tmp))
+        got = Path(mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=tmp, tracking_uri=tracking.tracking_uri()))
         missing = [f for f in MODEL_FILES if not (got / f).is_file()]
         if missing:
             raise SystemExit(f"error: registry version {version} ({source}) lacks {', '.join(missing)}")
@@ -75,8 +75,7 @@ def attach(model_dir: Path, metadata: dict) -> None:
         return
     import mlflow
 
-    mlflow.set_tracking_uri(registry["tracking_uri"])
-    client = mlflow.MlflowClient()
+    client = mlflow.MlflowClient(tracking_uri=registry["tracking_uri"])
     for name in (*EXPORT_FILES, "metadata.json"):
         if (model_dir / name).exists():
             client.log_artifact(registry["run_id"], str(model_dir / name), "model")

@@ -72,8 +72,9 @@ def two_versions(mlflow_server, tmp_path_factory):
 def client(uri: str):
     import mlflow
 
-    mlflow.set_tracking_uri(uri)
-    return mlflow.MlflowClient()
+    # Not mlflow.set_tracking_uri: it writes MLFLOW_TRACKING_URI into os.environ, and every later test's
+    # subprocess would then track to this module's server after it has stopped.
+    return mlflow.MlflowClient(tracking_uri=uri)
 
 
 def test_a_training_logs_one_run_with_flags_metrics_artifacts_and_lineage(mlflow_server, two_versions):
