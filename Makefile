@@ -139,6 +139,7 @@ mlflow-ui: $(STAMP)
 
 # dvc.yaml's pipeline (data fingerprint -> train -> export -> archive): reruns only the stages whose inputs changed.
 repro: $(STAMP) $(DVC)
+	@mkdir -p data
 	$(DVC) repro
 
 $(DVC): training/requirements-dvc.lock tools/locks.py
@@ -261,7 +262,8 @@ format: $(STAMP)
 COVERAGE_CORE  ?= 90
 COVERAGE_TOTAL ?= 70
 COVERAGE_PACKAGES := classifier handlers training serving loadtests benchmarks monitoring cpp
-test: lint install
+# .venv-dvc too: tests/training/test_dvc.py runs dvc repro.
+test: lint install $(DVC)
 	rm -f .coverage .coverage.*
 	$(PY) -m pytest --cov --cov-report= --cov-fail-under=$(COVERAGE_TOTAL)
 	@$(MAKE) --no-print-directory coverage-report

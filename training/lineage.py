@@ -70,6 +70,17 @@ def check_unchanged(recorded: dict | None, current: dict, what: str) -> None:
     )
 
 
+def check_within(root: Path, paths: dict[str, Path | str | None], config: Path) -> None:
+    """Stop when a data path lies outside ``root``: DVC reruns training only for changes under the folders it hashes."""
+    base = root.resolve()
+    for flag, path in paths.items():
+        if path is not None and not Path(path).resolve().is_relative_to(base):
+            raise SystemExit(
+                f"error: {config} sets {flag}: {path}, outside {root}/, the folder dvc.yaml hashes, so DVC would not see "
+                f"it change. Move or copy it under {root}/ and set {flag}: {root}/<name>."
+            )
+
+
 def main(argv: list[str] | None = None) -> dict:
     """The fingerprint of the data that a train --config file names, written to --output (dvc.yaml's data stage)."""
     import argparse
@@ -81,8 +92,13 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("--config", type=Path, required=True, help="train --config file naming the data")
     parser.add_argument("--output", type=Path, required=True, help="JSON file to write")
+    parser.add_argument(
+        "--data-root", type=Path, default=None, help="refuse a --data or --cifar outside this folder (dvc.yaml's dependency)"
+    )
     args = parser.parse_args(argv)
     flags = train.parse_args(["--config", str(args.config)])
+    if args.data_root is not None:
+        check_within(args.data_root, {"data": flags.data, "cifar": flags.cifar}, args.config)
     classes, items, val, description = training_items(vars(flags))
     result = {"data": description, **fingerprint(classes, items, val, flags.data)}
     args.output.parent.mkdir(parents=True, exist_ok=True)
