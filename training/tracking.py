@@ -26,7 +26,9 @@ HEALTH_TIMEOUT_S = 5.0
 
 
 def tracking_uri() -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{DEFAULT_STORE / 'mlflow.db'}"
+    # Absolute, because metadata.json records it: a later `registry.attach` or `make archive` run from another
+    # folder must open this store, not a new runs/ beside it.
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(DEFAULT_STORE / 'mlflow.db').resolve()}"
 
 
 def check_reachable(uri: str) -> None:
