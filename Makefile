@@ -133,9 +133,10 @@ TUNE_SPACE ?= configs/search-space.yaml
 tune: $(STAMP)
 	$(PY) -m training.tune --space $(TUNE_SPACE) --trials $(TRIALS) --output configs/tuned.yaml $(TUNE_ARGS)
 
-# The tracking UI over the local store (runs/mlflow.db), on loopback only.
+# The tracking UI over the local store (runs/mlflow.db), on loopback only. Without MLflow's job runner: it serves
+# GenAI evaluation jobs, which this store never has, and costs a huey consumer and four worker processes.
 mlflow-ui: $(STAMP)
-	$(PY) -m mlflow ui --backend-store-uri sqlite:///runs/mlflow.db --host 127.0.0.1 --port $(MLFLOW_PORT)
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(PY) -m mlflow ui --backend-store-uri sqlite:///runs/mlflow.db --host 127.0.0.1 --port $(MLFLOW_PORT)
 
 # dvc.yaml's pipeline (data fingerprint -> train -> export -> archive): reruns only the stages whose inputs changed.
 repro: $(STAMP) $(DVC)

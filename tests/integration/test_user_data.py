@@ -28,7 +28,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.server]
 
 # The user's own class names: the generated textures, saved under folder names no test model has ever used.
 USER_CLASSES = {"checkerboard": "tiles", "dots": "polka", "horizontal_stripes": "shelves", "vertical_stripes": "fence"}
-QUICK = "--arch tiny --epochs 1 --batch-size 8 --synthetic-val-per-class 2"
+# --no-track: tracking is tests/training/test_lifecycle.py's subject; here each MLflow run would add seconds.
+QUICK = "--arch tiny --epochs 1 --batch-size 8 --synthetic-val-per-class 2 --no-track"
 
 
 def make(*args: str) -> None:

@@ -16,6 +16,8 @@ pytestmark = pytest.mark.slow
 
 # 8 training images in batches of 4: two optimizer steps per epoch.
 TINY = ["--arch", "tiny", "--synthetic-per-class", "2", "--synthetic-val-per-class", "1", "--batch-size", "4", "--threads", "2"]
+# No MLflow run: tracking is tests/training/test_lifecycle.py's subject, and each run costs seconds here.
+TINY += ["--no-track"]
 
 
 def train(tmp_path, *args):
