@@ -1,6 +1,6 @@
 # Every target the README names. Each depends on `install`, so a fresh clone needs no manual step.
 .PHONY: tune mlflow-ui repro install install-proxy lock lock-check lint format coverage-report stubs train prepare archive serve stop rollout rollback test test-fast soak clean help FORCE image image-gpu run-image image-check image-check-gpu k8s-play container-tools loadtest bench k8s-tools kserve-layout predict cli-bench native cpp cpp-report \
-	install-monitoring monitor drift-stream
+	install-monitoring monitor drift-stream peers test-peers
 
 VENV      := .venv
 PY        := $(VENV)/bin/python
@@ -278,6 +278,23 @@ coverage-report: | $(STAMP)
 
 test-fast: $(STAMP) $(STUBS) $(NATIVE_SO)
 	$(PY) -m pytest -m "not slow and not server"
+
+# The same pipeline behind the servers users pick instead of TorchServe (docs/peers.md), each from its own venv so
+# requirements.lock stays clean. PyTriton's venv is made from Debian's python3.11: with the pyenv 3.11.7 its python
+# stub fails at model load ('_thread.RLock' object has no attribute '_recursion_count').
+TRITON_PYTHON ?= /usr/bin/python3.11
+TRITON_VENV := .venv-triton
+peers: $(TRITON_VENV)/.installed
+
+$(TRITON_VENV)/.installed: peers/requirements-triton.lock tools/locks.py
+	@test -x $(TRITON_PYTHON) || { echo "error: $(TRITON_PYTHON) is missing: apt-get install python3.11-venv" >&2; exit 1; }
+	$(TRITON_PYTHON) tools/locks.py install --venv $(TRITON_VENV) --python $(TRITON_PYTHON) \
+	  --lock peers/requirements-triton.lock --requirements peers/requirements-triton.txt
+	touch $@
+
+# Each peer's JSON against our TorchServe's for the same image and seed, on the same model (opt-in: not in make test).
+test-peers: peers $(STUBS) | $(STAMP)
+	$(PY) -m pytest -o addopts="-ra --strict-markers" tests/peers
 
 # 5 minutes of bounded loopback load against a private server; writes docs/soak.md.
 soak: $(MAR)
