@@ -13,7 +13,7 @@ import requests
 from serving.launcher import free_port
 from tests.conftest import REPO
 
-# Our server and its model, exactly as the integration tests build them: the peers answer from the same folder.
+# Our server and its archive, exactly as the integration tests build them: the peers serve that same archive.
 from tests.integration.conftest import images, model_store, server  # noqa: F401
 
 TRITON_PYTHON = REPO / ".venv-triton" / "bin" / "python"
@@ -25,13 +25,13 @@ class Peer:
 
 
 @pytest.fixture(scope="session")
-def triton(tiny_model_dir, tmp_path_factory) -> Iterator[Peer]:
-    """peers/triton.py on the tiny model, one request per execute (its default)."""
+def triton(model_store, tmp_path_factory) -> Iterator[Peer]:  # noqa: F811 (the fixture imported above)
+    """peers/triton.py on the archive our `server` serves (same model, model-config, version), one request per execute."""
     if not TRITON_PYTHON.exists():
         pytest.fail(f"{TRITON_PYTHON} is missing: run `make peers` (it builds .venv-triton from peers/requirements-triton.lock)")
     http = free_port()
     log = tmp_path_factory.mktemp("triton") / "triton.log"
-    argv = [str(TRITON_PYTHON), "-m", "peers.triton", "--model-dir", str(tiny_model_dir)]
+    argv = [str(TRITON_PYTHON), "-m", "peers.triton", "--mar", str(model_store / "classifier.mar")]
     argv += ["--http-port", str(http), "--grpc-port", str(free_port()), "--metrics-port", str(free_port())]
     with log.open("wb") as out:
         process = subprocess.Popen(argv, cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
