@@ -6,9 +6,12 @@ differently), as in tests/integration/test_cli_parity.py. Run with `make test-pe
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 import requests
 
+from benchmarks.running import run_locust
 from peers import v2
 from tests.conftest import encode, random_image
 
@@ -67,3 +70,29 @@ def test_triton_refuses_what_we_refuse_with_our_message(server, triton, image, s
     # 500 (docs/peers.md): never a 200, and the message is ours, naming the cause.
     assert status == 500, body
     assert expected["message"] in body["error"], body
+
+
+def test_a_refused_image_among_concurrent_requests_fails_alone(server, triton, good_images):
+    """One request per call (--max-batch 1): requests in flight together are answered apart, so a bad one takes no
+    neighbour down, and each good one still answers as our server does."""
+    goods = [(name, image) for name, image in good_images.items()] * 2
+    bodies = [*goods[:3], ("text", b"this is not an image"), *goods[3:]]
+    with ThreadPoolExecutor(len(bodies)) as pool:
+        answers = list(pool.map(lambda item: triton_answer(triton, item[1], 42), bodies))
+    for (name, image), (status, body) in zip(bodies, answers, strict=True):
+        if name == "text":
+            code, expected = ours(server, image, 42)
+            assert status == 500 and expected["message"] in body["error"], body
+        else:
+            assert (status, body) == ours(server, image, 42), name
+
+
+def test_the_bench_client_speaks_v2_to_triton(triton, images, tmp_path):
+    """The one load client of `make bench-peers` (loadtests/locustfile.py --protocol v2) gets and checks our JSON."""
+    image_dir = next(iter(images.values())).parent
+    result = run_locust(triton.url, 2, 3, image_dir, "classifier", "ours", tmp_path / "v2", ("--protocol", "v2"))
+    assert result["requests"] > 0 and result["failures"] == 0, (tmp_path / "v2_failures.csv").read_text()
+    assert "/v2/models/classifier/infer" in (tmp_path / "v2_stats.csv").read_text()
+    # Checked as stock TorchServe's {label: prob}, every answer fails: the client reads what Triton sent back.
+    wrong = run_locust(triton.url, 1, 2, image_dir, "classifier", "stock", tmp_path / "wrong", ("--protocol", "v2"))
+    assert wrong["requests"] > 0 and wrong["failures"] == wrong["requests"]
