@@ -285,7 +285,14 @@ test-fast: $(STAMP) $(STUBS) $(NATIVE_SO)
 # stub fails at model load ('_thread.RLock' object has no attribute '_recursion_count').
 TRITON_PYTHON ?= /usr/bin/python3.11
 TRITON_VENV := .venv-triton
-peers: $(TRITON_VENV)/.installed
+# LitServe and Ray Serve run on the pyenv python3.11 that .venv is made from (VENV_PYTHON).
+PEER_VENVS := .venv-litserve .venv-ray
+peers: $(TRITON_VENV)/.installed $(addsuffix /.installed,$(PEER_VENVS))
+
+$(addsuffix /.installed,$(PEER_VENVS)): .venv-%/.installed: peers/requirements-%.lock tools/locks.py
+	$(VENV_PYTHON) tools/locks.py install --venv .venv-$* --python $(VENV_PYTHON) \
+	  --lock peers/requirements-$*.lock --requirements peers/requirements-$*.txt
+	touch $@
 
 $(TRITON_VENV)/.installed: peers/requirements-triton.lock tools/locks.py
 	@test -x $(TRITON_PYTHON) || { echo "error: $(TRITON_PYTHON) is missing: apt-get install python3.11-venv" >&2; exit 1; }
