@@ -58,7 +58,7 @@ help:
 	@echo "make kserve-layout   the KServe storageUri folder (config/ + model-store/) in $(KSERVE_DIR)"
 	@echo "make k8s-tools       checkov in its own venv (the manifest tests need it; make install does it)"
 	@echo "make predict ARGS='PATH... [--mar FILE] [--seed N] [--format csv]'   classify files offline, no server (docs/cli.md)"
-	@echo "make bench-peers our TorchServe vs the peer servers (Triton, ...), one client; writes docs/peers.*"
+	@echo "make bench-peers our TorchServe vs Triton, LitServe and Ray Serve, one client; writes docs/peers.*"
 	@echo "make cli-bench make predict vs the server with 4 clients on 500 images; writes docs/cli.md"
 	@echo "make cpp       build the C++ pipeline (build/cpp/classify); make cpp-report writes docs/cpp-vs-python.*"
 	@echo "make monitor   Prometheus with our alert rules against make serve, on 127.0.0.1:$(PROM_PORT) (docs/monitoring.md)"

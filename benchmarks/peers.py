@@ -65,6 +65,8 @@ class Peer:
     argv: Callable[[Path, int], list[str]]
     ready: str
     locust: tuple[str, ...] = ()
+    # Text the ready route's body must hold: Ray's proxy answers /-/routes before the app's replicas are up.
+    ready_text: str | None = None
 
     def missing(self) -> str | None:
         return None if self.python.exists() else f"{self.python} is missing (`make peers` builds it)"
@@ -75,11 +77,31 @@ def triton_argv(mar: Path, port: int) -> list[str]:
     return [str(REPO / ".venv-triton" / "bin" / "python"), "-m", "peers.triton", "--mar", str(mar), *ports]
 
 
-# Ray Serve, LitServe and BentoML add one entry each: their venv's python, their command, their ready route and the
-# client options (an adapter answering our JSON on a plain POST needs only ``--path``).
+def plain_argv(venv: str, module: str) -> Callable[[Path, int], list[str]]:
+    """A peer that takes ``--mar`` and ``--port`` and answers our route (peers/litserve_app.py, peers/ray_app.py)."""
+
+    def argv(mar: Path, port: int) -> list[str]:
+        return [str(REPO / venv / "bin" / "python"), "-m", module, "--mar", str(mar), "--port", str(port)]
+
+    return argv
+
+
+# Each peer: its venv's python, its command, its ready route and the client options. LitServe and Ray answer our
+# JSON on our route (/predictions/classifier), so the client needs no option for them. BentoML has no entry: it does
+# not resolve with requirements.lock (docs/peers.md).
 PEERS: dict[str, Peer] = {
     "triton": Peer(
         "triton", REPO / ".venv-triton" / "bin" / "python", triton_argv, "/v2/models/classifier/ready", ("--protocol", "v2")
+    ),
+    "litserve": Peer(
+        "litserve", REPO / ".venv-litserve" / "bin" / "python", plain_argv(".venv-litserve", "peers.litserve_app"), "/health"
+    ),
+    "ray": Peer(
+        "ray",
+        REPO / ".venv-ray" / "bin" / "python",
+        plain_argv(".venv-ray", "peers.ray_app"),
+        "/-/routes",
+        ready_text="/predictions/classifier",
     ),
 }
 
@@ -104,14 +126,14 @@ def start_ours(mar: Path, work: Path) -> Iterator[Server]:
         yield Server(OURS, ts.inference_url, ts.proc.pid)
 
 
-def wait_ready(url: str, process: subprocess.Popen, log: Path, timeout: float = 300) -> None:
+def wait_ready(url: str, process: subprocess.Popen, log: Path, timeout: float = 300, text: str | None = None) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"exited with {process.returncode}:\n{log.read_text()[-3000:]}")
         try:
             with urllib.request.urlopen(url, timeout=2) as resp:
-                if resp.status == 200:
+                if resp.status == 200 and (text is None or text in resp.read().decode(errors="replace")):
                     return
         except (urllib.error.URLError, ConnectionError, TimeoutError):
             pass
@@ -130,7 +152,7 @@ def start_peer(peer: Peer, mar: Path, work: Path) -> Iterator[Server]:
         )
     try:
         url = f"http://127.0.0.1:{port}"
-        wait_ready(url + peer.ready, process, log)
+        wait_ready(url + peer.ready, process, log, text=peer.ready_text)
         yield Server(peer.name, url, process.pid, peer.locust, log)
     finally:
         stop_group(process)
