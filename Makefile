@@ -1,6 +1,6 @@
 # Every target the README names. Each depends on `install`, so a fresh clone needs no manual step.
 .PHONY: tune mlflow-ui repro install install-proxy lock lock-check lint format coverage-report stubs train prepare archive serve stop rollout rollback test test-fast soak clean help FORCE image image-gpu run-image image-check image-check-gpu k8s-play container-tools loadtest bench k8s-tools kserve-layout predict cli-bench native cpp cpp-report \
-	install-monitoring monitor drift-stream
+	install-monitoring monitor drift-stream peers test-peers bench-peers
 
 VENV      := .venv
 PY        := $(VENV)/bin/python
@@ -58,6 +58,7 @@ help:
 	@echo "make kserve-layout   the KServe storageUri folder (config/ + model-store/) in $(KSERVE_DIR)"
 	@echo "make k8s-tools       checkov in its own venv (the manifest tests need it; make install does it)"
 	@echo "make predict ARGS='PATH... [--mar FILE] [--seed N] [--format csv]'   classify files offline, no server (docs/cli.md)"
+	@echo "make bench-peers our TorchServe vs Triton, LitServe and Ray Serve, one client; writes docs/peers.*"
 	@echo "make cli-bench make predict vs the server with 4 clients on 500 images; writes docs/cli.md"
 	@echo "make cpp       build the C++ pipeline (build/cpp/classify); make cpp-report writes docs/cpp-vs-python.*"
 	@echo "make monitor   Prometheus with our alert rules against make serve, on 127.0.0.1:$(PROM_PORT) (docs/monitoring.md)"
@@ -279,6 +280,36 @@ coverage-report: | $(STAMP)
 
 test-fast: $(STAMP) $(STUBS) $(NATIVE_SO)
 	$(PY) -m pytest -m "not slow and not server"
+
+# The same pipeline behind the servers users pick instead of TorchServe (docs/peers.md), each from its own venv so
+# requirements.lock stays clean. PyTriton's venv is made from Debian's python3.11: with the pyenv 3.11.7 its python
+# stub fails at model load ('_thread.RLock' object has no attribute '_recursion_count').
+TRITON_PYTHON ?= /usr/bin/python3.11
+TRITON_VENV := .venv-triton
+# LitServe and Ray Serve run on the pyenv python3.11 that .venv is made from (VENV_PYTHON).
+PEER_VENVS := .venv-litserve .venv-ray
+peers: $(TRITON_VENV)/.installed $(addsuffix /.installed,$(PEER_VENVS))
+
+$(addsuffix /.installed,$(PEER_VENVS)): .venv-%/.installed: peers/requirements-%.lock tools/locks.py
+	$(VENV_PYTHON) tools/locks.py install --venv .venv-$* --python $(VENV_PYTHON) \
+	  --lock peers/requirements-$*.lock --requirements peers/requirements-$*.txt
+	touch $@
+
+$(TRITON_VENV)/.installed: peers/requirements-triton.lock tools/locks.py
+	@test -x $(TRITON_PYTHON) || { echo "error: $(TRITON_PYTHON) is missing: apt-get install python3.11-venv" >&2; exit 1; }
+	$(TRITON_PYTHON) tools/locks.py install --venv $(TRITON_VENV) --python $(TRITON_PYTHON) \
+	  --lock peers/requirements-triton.lock --requirements peers/requirements-triton.txt
+	touch $@
+
+# Each peer's JSON against our TorchServe's for the same image and seed, on the same model (opt-in: not in make test).
+test-peers: peers $(STUBS) | $(STAMP)
+	$(PY) -m pytest -o addopts="-ra --strict-markers" tests/peers
+
+# Our TorchServe and each peer on the same archive, images and locust client; writes docs/peers.{md,json,png}.
+# Opt-in and long (4 levels per server); BENCH_PEERS_ARGS="--duration 5 --warmup 1 --out-dir build/peers-short" checks it.
+BENCH_PEERS_ARGS ?=
+bench-peers: peers $(MAR) | $(STAMP)
+	$(PY) -m benchmarks.peers --mar $(MAR) $(BENCH_PEERS_ARGS)
 
 # 5 minutes of bounded loopback load against a private server; writes docs/soak.md.
 soak: $(MAR)

@@ -15,6 +15,7 @@ import os
 import platform
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import psutil
@@ -59,9 +60,16 @@ def parse_locust_stats(path: Path) -> dict:
 
 
 def run_locust(
-    host: str, users: int, seconds: float, image_dir: Path, model: str, response_format: str, csv_prefix: Path
+    host: str,
+    users: int,
+    seconds: float,
+    image_dir: Path,
+    model: str,
+    response_format: str,
+    csv_prefix: Path,
+    extra: Sequence[str] = (),
 ) -> dict:
-    """One headless locust run; returns the Aggregated row of its stats CSV."""
+    """One headless locust run; returns the Aggregated row of its stats CSV. ``extra``: more locustfile options."""
     csv_prefix.parent.mkdir(parents=True, exist_ok=True)
     cmd = [
         sys.executable,
@@ -91,6 +99,7 @@ def run_locust(
         model,
         "--response-format",
         response_format,
+        *extra,
     ]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=seconds + STOP_TIMEOUT_S + 120)

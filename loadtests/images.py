@@ -67,6 +67,18 @@ def write_photos(root: Path, count: int = 6, seed: int = 2026) -> list[Path]:
     return paths
 
 
+# A web-sized photo, 640x427: the size of the sample photo every image library ships (scikit-learn's china.jpg).
+SAMPLE_SIZE = (640, 427)
+
+
+def write_sample(root: Path, seed: int = 2026) -> Path:
+    """One photo-like JPEG of SAMPLE_SIZE at quality 90: a single, typical web upload."""
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / "sample_640x427.jpg"
+    photo_like(np.random.default_rng(seed), *SAMPLE_SIZE).save(path, format="JPEG", quality=90)
+    return path
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("out", type=Path, help="folder to write (created if missing)")

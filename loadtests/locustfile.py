@@ -5,6 +5,8 @@
         --image-dir build/loadtest_images --model-name classifier --response-format ours
 
 A 200 with a malformed body counts as a failure: see loadtests/contract.py.
+``--protocol v2`` posts the same images as KServe v2 infer requests (peers/v2.py: the Triton peer's protocol) and
+checks the JSON answer inside the reply the same way, so every server of `make bench-peers` meets one client.
 The images are read once, when the test starts, and shared by every user.
 """
 
@@ -19,6 +21,7 @@ import grpc
 from locust import FastHttpUser, User, events, task
 
 from loadtests.contract import FORMATS, check
+from peers import v2
 
 IMAGE_SUFFIXES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg"}
 PAYLOADS: list[tuple[str, bytes, str]] = []  # (name, body, content type), filled once per test run
@@ -35,9 +38,15 @@ def add_arguments(parser) -> None:
     parser.add_argument("--model-name", default="classifier", help="TorchServe model name (default: classifier)")
     parser.add_argument(
         "--protocol",
-        choices=("http", "grpc"),
+        choices=("http", "grpc", "v2"),
         default="http",
-        help="http: POST /predictions over --host; grpc: Predictions over --grpc-host/--grpc-port (default: http)",
+        help="http: POST /predictions over --host; grpc: Predictions over --grpc-host/--grpc-port; "
+        "v2: KServe v2 infer over --host, our JSON in its 'answer' output (default: http)",
+    )
+    parser.add_argument(
+        "--path",
+        default="",
+        help="the HTTP route to post to (default: /predictions/MODEL, or /v2/models/MODEL/infer with --protocol v2)",
     )
     parser.add_argument("--grpc-host", default="127.0.0.1", help="gRPC inference host (default: 127.0.0.1)")
     parser.add_argument("--grpc-port", type=int, default=7070, help="gRPC inference port (default: 7070)")
@@ -68,7 +77,9 @@ class ClassifierUser(FastHttpUser):
 
     def on_start(self) -> None:
         opts = self.environment.parsed_options
-        self.path = f"/predictions/{opts.model_name}"
+        self.v2 = opts.protocol == "v2"
+        default = v2.infer_path(opts.model_name) if self.v2 else f"/predictions/{opts.model_name}"
+        self.path = opts.path or default
         self.response_format = opts.response_format
         if not PAYLOADS:  # a user spawned without test_start (e.g. a locust worker): read them now
             PAYLOADS.extend(load_payloads(opts.image_dir))
@@ -76,16 +87,17 @@ class ClassifierUser(FastHttpUser):
     @task
     def classify(self) -> None:
         name, body, content_type = PAYLOADS[next(_next_payload) % len(PAYLOADS)]
+        headers = {"Content-Type": content_type}
+        if self.v2:
+            body, headers = v2.request(body)
         # One entry name for all images, so the stats table has one row per endpoint, not per file.
-        with self.client.post(
-            self.path, data=body, headers={"Content-Type": content_type}, name=self.path, catch_response=True
-        ) as resp:
+        with self.client.post(self.path, data=body, headers=headers, name=self.path, catch_response=True) as resp:
             if resp.status_code != 200:
                 resp.failure(f"HTTP {resp.status_code} for {name}: {(resp.text or '')[:200]}")
                 return
             try:
-                answer = json.loads(resp.text)
-            except (TypeError, ValueError):
+                answer = v2.answer(resp.status_code, resp.content)[1] if self.v2 else json.loads(resp.text)
+            except (TypeError, ValueError, KeyError):
                 resp.failure(f"not JSON for {name}: {(resp.text or '')[:200]}")
                 return
             reason = check(answer, self.response_format)

@@ -57,6 +57,12 @@ LOCKS = (
     # The images: what the serving tail installs, and the PyPI (CUDA) build of torch for the GPU flavour.
     Lock("docker/requirements-serve.txt", "docker/requirements-serve.lock", constraint="requirements.lock"),
     Lock("docker/torch-pypi.txt", "docker/torch-pypi.lock", constraint="requirements.lock"),
+    # The peer servers' venvs (make peers). Not --constraint requirements.lock: every nvidia-pytriton needs numpy<2,
+    # so the .txt pins the core's packages at requirements.lock's versions itself and numpy alone diverges.
+    Lock("peers/requirements-triton.txt", "peers/requirements-triton.lock"),
+    # LitServe and Ray Serve resolve with our pins, so they keep requirements.lock's versions of the core's packages.
+    Lock("peers/requirements-litserve.txt", "peers/requirements-litserve.lock", constraint="requirements.lock"),
+    Lock("peers/requirements-ray.txt", "peers/requirements-ray.lock", constraint="requirements.lock"),
 )
 
 
