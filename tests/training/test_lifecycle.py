@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -41,20 +42,23 @@ def mlflow_server(tmp_path_factory):
         env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},  # as make mlflow-ui runs it
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            if requests.get(f"{url}/health", timeout=2).status_code == 200:
-                break
-        except requests.RequestException:  # refused, or a read timeout while it starts
-            pass
-        assert proc.poll() is None, (root / "server.log").read_text()[-2000:]
-        time.sleep(0.5)
-    else:
-        pytest.fail(f"mlflow server did not answer /health in 120 s: {(root / 'server.log').read_text()[-2000:]}")
-    yield url
-    os.killpg(proc.pid, signal.SIGTERM)
-    proc.wait(timeout=30)
+    try:  # a server that never became healthy is stopped too, with the uvicorn and job processes it started
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if requests.get(f"{url}/health", timeout=2).status_code == 200:
+                    break
+            except requests.RequestException:  # refused, or a read timeout while it starts
+                pass
+            assert proc.poll() is None, (root / "server.log").read_text()[-2000:]
+            time.sleep(0.5)
+        else:
+            pytest.fail(f"mlflow server did not answer /health in 120 s: {(root / 'server.log').read_text()[-2000:]}")
+        yield url
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
 
 
 @pytest.fixture(scope="module")
