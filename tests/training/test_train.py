@@ -16,7 +16,9 @@ pytestmark = pytest.mark.slow
 
 def train(*args, check=True):
     # No MLflow run: tracking is tests/training/test_lifecycle.py's subject, and each run costs seconds here.
-    return subprocess.run([sys.executable, "-m", "training.train", *args, "--no-track"], cwd=REPO, capture_output=True, text=True, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "training.train", *args, "--no-track"], cwd=REPO, capture_output=True, text=True, check=False
+    )
 
 
 def test_tiny_run_exports_artifact_labels_and_metadata(tiny_model_dir):
