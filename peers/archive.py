@@ -57,6 +57,9 @@ def read_config(mar: Path) -> dict[str, Any]:
         return (yaml.safe_load(files.read(name)) if name else None) or {}
 
 
-def batching(config: dict[str, Any]) -> tuple[int, float]:
-    """Our batching (the archive's batchSize, and maxBatchDelay in seconds), which each peer starts from."""
-    return int(config.get("batchSize", 1) or 1), float(config.get("maxBatchDelay", 0) or 0) / 1000
+def batching(mar: Path, size: int | None = None, delay_s: float | None = None) -> tuple[int, float]:
+    """A peer's batch size and delay in seconds: ``size`` and ``delay_s`` when given, else the archive's own
+    batchSize and maxBatchDelay, which are our server's."""
+    config = read_config(mar)
+    ours = int(config.get("batchSize", 1) or 1), float(config.get("maxBatchDelay", 0) or 0) / 1000
+    return size or ours[0], ours[1] if delay_s is None else delay_s

@@ -86,9 +86,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
 
-    batch_size, timeout = archive.batching(archive.read_config(args.mar))
-    batch_size = args.batch_size or batch_size
-    timeout = timeout if args.batch_timeout is None else args.batch_timeout
+    batch_size, timeout = archive.batching(args.mar, args.batch_size, args.batch_timeout)
     api = ClassifierAPI(args.mar, args.workers, args.threads, batch_size, timeout)
     # One API server process: it only parses requests; the cores are the inference workers'.
     server = ls.LitServer(api, accelerator="cpu", workers_per_device=args.workers, timeout=60)

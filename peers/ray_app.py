@@ -72,9 +72,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
 
-    batch_size, wait = archive.batching(archive.read_config(args.mar))
-    batch_size = args.batch_size or batch_size
-    wait = wait if args.batch_wait is None else args.batch_wait
+    batch_size, wait = archive.batching(args.mar, args.batch_size, args.batch_wait)
     cores = usable_cpus()
     # The replicas import peers and classifier from this checkout: Ray's workers inherit the raylet's environment.
     os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)

@@ -32,7 +32,13 @@ class PeerServer:
 
 @contextlib.contextmanager
 def peer_server(
-    venv: str, module: str, args: list[str], port: int, log: Path, ready: Callable[[str], bool]
+    venv: str,
+    module: str,
+    args: list[str],
+    port: int,
+    log: Path,
+    ready: Callable[[str], bool],
+    timeout: float = READY_TIMEOUT_S,
 ) -> Iterator[PeerServer]:
     """``venv/bin/python -m module args`` until ``ready(url)`` is true; fails naming `make peers` without the venv."""
     python = REPO / venv / "bin" / "python"
@@ -45,12 +51,12 @@ def peer_server(
         )
     peer = PeerServer(f"http://127.0.0.1:{port}", process, log)
     try:
-        deadline = time.monotonic() + READY_TIMEOUT_S
+        deadline = time.monotonic() + timeout
         while not _ready(ready, peer.url):
             if process.poll() is not None:
                 pytest.fail(f"{module} exited with {process.returncode}:\n{peer.tail()}")
             if time.monotonic() > deadline:
-                pytest.fail(f"{module} was not ready in {READY_TIMEOUT_S} s:\n{peer.tail()}")
+                pytest.fail(f"{module} was not ready in {timeout:.0f} s:\n{peer.tail()}")
             time.sleep(1)
         yield peer
     finally:

@@ -6,6 +6,7 @@ differently), as in tests/integration/test_cli_parity.py. Run with `make test-pe
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -18,6 +19,17 @@ from tests.conftest import encode, random_image
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 
 TRUNCATED_JPEG = encode(random_image(320, 240, seed=5), "JPEG")[:600]
+# What our server refuses, for every peer's refusal test: a body that is no image, a cut JPEG, two bad seeds.
+BAD_INPUTS = pytest.mark.parametrize(
+    ("image", "seed"),
+    [
+        (b"this is not an image", 42),
+        (TRUNCATED_JPEG, 42),
+        (encode(random_image(64, 64, seed=3), "PNG"), "abc"),
+        (encode(random_image(64, 64, seed=3), "PNG"), -1),
+    ],
+    ids=["text", "truncated-jpeg", "seed-not-int", "seed-negative"],
+)
 
 
 def ours(server, image: bytes, seed: int | None) -> tuple[int, dict]:
@@ -40,28 +52,24 @@ def good_images(images) -> dict[str, bytes]:
     return found
 
 
-def test_triton_answers_as_our_server(server, triton, good_images):
+def assert_answers_as_ours(server, answer: Callable[[bytes, int | None], tuple[int, dict]], good_images) -> None:
+    """Each good image, with seeds 42 and 7, gets exactly our JSON from ``answer`` (a peer's (status, JSON))."""
     for name, image in good_images.items():
         for seed in (42, 7):
             code, expected = ours(server, image, seed)
             assert code == 200, (name, expected)
-            assert triton_answer(triton, image, seed) == (200, expected), name
-        # Without a seed, each server draws one and reports it; sending that seed to the other replays the answer.
-        code, drawn = triton_answer(triton, image, None)
-        assert code == 200 and drawn["crop"]["seed"] is not None
+            assert answer(image, seed) == (200, expected), name
+        # Without a seed, the peer draws one and reports it; sending that seed to our server replays the answer.
+        code, drawn = answer(image, None)
+        assert code == 200 and drawn["crop"]["seed"] is not None, drawn
         assert ours(server, image, drawn["crop"]["seed"]) == (200, drawn), name
 
 
-@pytest.mark.parametrize(
-    ("image", "seed"),
-    [
-        (b"this is not an image", 42),
-        (TRUNCATED_JPEG, 42),
-        (encode(random_image(64, 64, seed=3), "PNG"), "abc"),
-        (encode(random_image(64, 64, seed=3), "PNG"), -1),
-    ],
-    ids=["text", "truncated-jpeg", "seed-not-int", "seed-negative"],
-)
+def test_triton_answers_as_our_server(server, triton, good_images):
+    assert_answers_as_ours(server, lambda image, seed: triton_answer(triton, image, seed), good_images)
+
+
+@BAD_INPUTS
 def test_triton_refuses_what_we_refuse_with_our_message(server, triton, image, seed):
     code, expected = ours(server, image, seed)
     assert 400 <= code < 500, expected

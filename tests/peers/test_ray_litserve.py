@@ -15,11 +15,10 @@ import pytest
 import requests
 
 from serving.launcher import free_port
-from tests.conftest import encode, random_image
 from tests.peers.processes import PeerServer, peer_server
 
 # The same good images and the same bad inputs as the Triton test, and our server's answer, asked the same way.
-from tests.peers.test_parity import TRUNCATED_JPEG, good_images, ours  # noqa: F401
+from tests.peers.test_parity import BAD_INPUTS, assert_answers_as_ours, good_images, ours  # noqa: F401
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 
@@ -67,27 +66,10 @@ def peer_answer(peer: PeerServer, image: bytes, seed: int | str | None) -> tuple
 
 
 def test_peer_answers_as_our_server(server, peer, good_images):  # noqa: F811
-    for name, image in good_images.items():
-        for seed in (42, 7):
-            code, expected = ours(server, image, seed)
-            assert code == 200, (name, expected)
-            assert peer_answer(peer, image, seed) == (200, expected), name
-        # Without a seed, the peer draws one and reports it; sending that seed to our server replays the answer.
-        code, drawn = peer_answer(peer, image, None)
-        assert code == 200 and drawn["crop"]["seed"] is not None, drawn
-        assert ours(server, image, drawn["crop"]["seed"]) == (200, drawn), name
+    assert_answers_as_ours(server, lambda image, seed: peer_answer(peer, image, seed), good_images)
 
 
-@pytest.mark.parametrize(
-    ("image", "seed"),
-    [
-        (b"this is not an image", 42),
-        (TRUNCATED_JPEG, 42),
-        (encode(random_image(64, 64, seed=3), "PNG"), "abc"),
-        (encode(random_image(64, 64, seed=3), "PNG"), -1),
-    ],
-    ids=["text", "truncated-jpeg", "seed-not-int", "seed-negative"],
-)
+@BAD_INPUTS
 def test_peer_refuses_what_we_refuse_with_our_answer(server, peer, image, seed):
     code, expected = ours(server, image, seed)
     assert 400 <= code < 500, expected
